@@ -1,0 +1,27 @@
+# Two commands: `make demo` (the main job) and `make test`. Both build .venv first.
+# torch 2.14.1 + torchvision 0.29.1 are pinned together: nnU-Net's trainer lookup imports timm/torchvision,
+# and a lone CPU torch would get a torchvision that cannot import (see docs/explanation/installation.md).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: venv demo test clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH_PINS)
+	$(BIN)/pip install -q -e '.[test]' $(TORCH_PINS)
+	touch $@
+
+venv: $(BIN)/.installed
+
+demo: venv
+	$(BIN)/nnUNetv2_universal_demo
+
+test: venv
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info

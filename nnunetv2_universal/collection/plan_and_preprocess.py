@@ -1,0 +1,227 @@
+"""Plan and preprocess a collection with nnU-Net's own fingerprinting, planning rules and preprocessor.
+
+For every member: nnU-Net's fingerprint (skipped if present), nnU-Net's planner rules for the target spacing
+(unless the registry fixes it), the use-mask-for-norm rule and the reader; normalisation from the registry (the CT
+window becomes CTNormalization with fixed intensity properties). The shared architecture and patch come from a
+template. Cases are preprocessed with the member task's plans view straight into the collection's folder, so the
+collection looks like any preprocessed nnU-Net dataset: plans, dataset.json (with the registry), splits_final.json,
+gt_segmentations/ and one data folder.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import shutil
+import tempfile
+from typing import Dict, List, Optional, Union
+
+import numpy as np
+from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, maybe_mkdir_p, save_json
+from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import DatasetFingerprintExtractor
+from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
+from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+from nnunetv2.utilities.crossval_split import generate_crossval_split
+from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+from nnunetv2.utilities.json_export import recursive_fix_for_json_export
+from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
+from tqdm import tqdm
+
+from nnunetv2_universal.collection.build import load_collection_dataset_json
+from nnunetv2_universal.collection.task_plans import TASKS_KEY, TaskView, ct_window_intensity_properties
+from nnunetv2_universal.collection.templates import load_template
+from nnunetv2_universal.registry import COLLECTION_KEY, NORMALIZATION_SCHEMES, TaskRegistry, TaskSpec
+
+
+def _member_settings(task: TaskSpec, member: str, num_processes: int, verify: bool) -> dict:
+    """Per-task preprocessing settings from nnU-Net's fingerprint and planner rules plus the registry."""
+    if verify:
+        verify_dataset_integrity(join(nnUNet_raw, member), num_processes)
+    if not isfile(join(nnUNet_preprocessed, member, "dataset_fingerprint.json")):
+        DatasetFingerprintExtractor(member, num_processes, verbose=False).run()
+    fingerprint = load_json(join(nnUNet_preprocessed, member, "dataset_fingerprint.json"))
+    spacing = [float(s) for s in task.spacing] if task.spacing else None
+    planner = ExperimentPlanner(member, overwrite_target_spacing=spacing, suppress_transpose=True)
+    _, use_mask = planner.determine_normalization_scheme_and_whether_mask_is_used_for_norm()
+    schemes = [NORMALIZATION_SCHEMES[s] for s in task.normalization]
+    # The mask rule only applies to schemes that zero the outside (z-score), as in nnU-Net's planner.
+    use_mask = [bool(m) and s == "zscore" for m, s in zip(use_mask, task.normalization)]
+    intensities = {}
+    for c, scheme in enumerate(task.normalization):
+        if scheme == "ct_window":
+            intensities[str(c)] = ct_window_intensity_properties(*task.ct_window)
+        else:
+            intensities[str(c)] = fingerprint["foreground_intensity_properties_per_channel"][str(c)]
+    target_spacing = [float(s) for s in planner.determine_fullres_target_spacing()]
+    median_shape = np.median(fingerprint["shapes_after_crop"], 0)
+    median_spacing = np.median(fingerprint["spacings"], 0)
+    median_resampled = [int(round(s * o / t)) for s, o, t in zip(median_shape, median_spacing, target_spacing)]
+    return {"spacing": target_spacing, "normalization_schemes": schemes, "use_mask_for_norm": use_mask,
+            "median_image_size_in_voxels": median_resampled,
+            "foreground_intensity_properties_per_channel": intensities,
+            "image_reader_writer": planner.determine_reader_writer().__name__}
+
+
+def plan_collection(collection: Union[int, str], template: str = "paper", configuration: str = "3d_fullres",
+                    num_processes: int = 1, verify: bool = False) -> dict:
+    """Write the collection's plans, dataset.json, splits and fingerprint to nnUNet_preprocessed; return the plans."""
+    name = maybe_convert_to_dataset_name(collection)
+    dataset_json = load_collection_dataset_json(name)
+    registry = TaskRegistry.from_dataset_json(dataset_json)
+    members = dataset_json[COLLECTION_KEY]["members"]
+    tmpl = load_template(template)
+
+    settings = {t.name: _member_settings(t, members[t.name]["dataset"], num_processes, verify) for t in registry}
+    first = settings[registry.names[0]]
+    planner = ExperimentPlanner(members[registry.names[0]]["dataset"], suppress_transpose=True)
+    resampling_data, data_kwargs, resampling_seg, seg_kwargs = planner.determine_resampling()
+    resampling_prob, prob_kwargs = planner.determine_segmentation_softmax_export_fn()
+    arch_kwargs = dict(tmpl["arch_kwargs"])
+    arch_kwargs.update({"num_tasks": len(registry), "patch_size": list(tmpl["patch_size"]),
+                        "stem_channels": registry.channel_counts})
+    plans_name = tmpl["plans_name"]
+    config = {
+        "data_identifier": f"{plans_name}_{configuration}",
+        "preprocessor_name": "DefaultPreprocessor",
+        "batch_size": int(tmpl["batch_size"]),
+        "patch_size": list(tmpl["patch_size"]),
+        "median_image_size_in_voxels": first["median_image_size_in_voxels"],
+        "spacing": first["spacing"],
+        "normalization_schemes": first["normalization_schemes"],
+        "use_mask_for_norm": first["use_mask_for_norm"],
+        "resampling_fn_data": resampling_data.__name__,
+        "resampling_fn_seg": resampling_seg.__name__,
+        "resampling_fn_data_kwargs": data_kwargs,
+        "resampling_fn_seg_kwargs": seg_kwargs,
+        "resampling_fn_probabilities": resampling_prob.__name__,
+        "resampling_fn_probabilities_kwargs": prob_kwargs,
+        "architecture": {"network_class_name": tmpl["network_class_name"], "arch_kwargs": arch_kwargs,
+                         "_kw_requires_import": list(tmpl["_kw_requires_import"])},
+        "batch_dice": bool(tmpl["batch_dice"]),
+        TASKS_KEY: settings,
+    }
+    plans = {
+        "dataset_name": name,
+        "plans_name": plans_name,
+        "original_median_spacing_after_transp": first["spacing"],
+        "original_median_shape_after_transp": first["median_image_size_in_voxels"],
+        "image_reader_writer": first["image_reader_writer"],
+        "transpose_forward": [0, 1, 2],
+        "transpose_backward": [0, 1, 2],
+        "configurations": {configuration: config},
+        "experiment_planner_used": "nnunetv2_universal collection planner",
+        "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": first["foreground_intensity_properties_per_channel"],
+    }
+    recursive_fix_for_json_export(plans)
+    out = join(nnUNet_preprocessed, name)
+    maybe_mkdir_p(out)
+    save_json(plans, join(out, f"{plans_name}.json"), sort_keys=False)
+    save_json(dataset_json, join(out, "dataset.json"), sort_keys=False)
+    save_json(collection_splits(registry, members), join(out, "splits_final.json"), sort_keys=False)
+    save_json({"members": {t: load_json(join(nnUNet_preprocessed, m["dataset"], "dataset_fingerprint.json"))
+                           for t, m in members.items()}},
+              join(out, "dataset_fingerprint.json"), sort_keys=False)
+    return plans
+
+
+def collection_splits(registry: TaskRegistry, members: Dict[str, dict]) -> List[dict]:
+    """Fold k of the collection = fold k of every member (members' own, possibly patient-grouped, splits)."""
+    per_member = []
+    for task in registry.names:
+        member = members[task]["dataset"]
+        to_collection = {v: k for k, v in members[task]["cases"].items()}
+        splits_file = next((f for f in (join(nnUNet_preprocessed, member, "splits_final.json"),
+                                        join(nnUNet_raw, member, "splits_final.json")) if isfile(f)), None)
+        if splits_file is not None:
+            splits = load_json(splits_file)
+        else:
+            splits = generate_crossval_split(sorted(to_collection), seed=12345, n_splits=5)
+        for fold in splits:
+            unknown = [c for c in fold["train"] + fold["val"] if c not in to_collection]
+            if unknown:
+                raise ValueError(f"{member}: splits_final.json names cases without training data: {unknown[:5]}")
+        per_member.append([{part: [to_collection[c] for c in fold[part]] for part in ("train", "val")}
+                           for fold in splits])
+    n_folds = min(len(s) for s in per_member)
+    return [{part: sorted(c for s in per_member for c in s[fold][part]) for part in ("train", "val")}
+            for fold in range(n_folds)]
+
+
+def _preprocess_one(view_args, output_truncated, images, label):
+    # Runs in worker processes: rebuild the task view there (cheap) instead of pickling managers.
+    view = TaskView(*view_args)
+    DefaultPreprocessor(verbose=False).run_case_save(output_truncated, images, label, view.plans_manager,
+                                                     view.configuration_manager, view.dataset_json)
+
+
+def preprocess_collection(collection: Union[int, str], plans_name: str, configuration: str = "3d_fullres",
+                          num_processes: int = 1, progress: bool = True) -> str:
+    """Preprocess every member case with its task's plans view into the collection's data folder."""
+    name = maybe_convert_to_dataset_name(collection)
+    base = join(nnUNet_preprocessed, name)
+    plans = load_json(join(base, f"{plans_name}.json"))
+    dataset_json = load_json(join(base, "dataset.json"))
+    registry = TaskRegistry.from_dataset_json(dataset_json)
+    members = dataset_json[COLLECTION_KEY]["members"]
+    data_folder = join(base, plans["configurations"][configuration]["data_identifier"])
+    staging = tempfile.mkdtemp(prefix=".preprocessing.", dir=base)
+    gt_staging = join(staging, "gt_segmentations")
+    maybe_mkdir_p(gt_staging)
+    jobs = []
+    for task in registry.names:
+        member = members[task]["dataset"]
+        files = get_filenames_of_train_images_and_targets(join(nnUNet_raw, member),
+                                                          load_json(join(nnUNet_raw, member, "dataset.json")))
+        for cid, member_case in members[task]["cases"].items():
+            entry = files[member_case]
+            jobs.append(((plans, dataset_json, registry, task, configuration), join(staging, cid),
+                         entry["images"], entry["label"]))
+            shutil.copy(entry["label"], join(gt_staging, cid + dataset_json["file_ending"]))
+    try:
+        with tqdm(total=len(jobs), desc=f"Preprocessing {name}", disable=not progress) as bar:
+            if num_processes <= 1:
+                for job in jobs:
+                    _preprocess_one(*job)
+                    bar.update()
+            else:
+                with multiprocessing.get_context("spawn").Pool(num_processes) as pool:
+                    for _ in pool.starmap(_preprocess_one, jobs, chunksize=1):
+                        bar.update()
+        for old in (data_folder, join(base, "gt_segmentations")):
+            if os.path.isdir(old):
+                shutil.rmtree(old)
+        shutil.move(gt_staging, join(base, "gt_segmentations"))
+        os.replace(staging, data_folder)
+    finally:
+        if os.path.isdir(staging):
+            shutil.rmtree(staging)
+    return data_folder
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Fingerprint, plan and preprocess a universal collection "
+                                                 "(each member with its own spacing and normalisation).")
+    parser.add_argument("-d", nargs="+", required=True, help="collection dataset id(s) or name(s)")
+    parser.add_argument("-pl", default="paper",
+                        help="plans template: 'paper' (UniSeg, 64x192x192), 'cpu_demo', or a JSON file "
+                             "(see plans/ in the repository). Default: paper")
+    parser.add_argument("-c", default="3d_fullres", help="configuration name (default 3d_fullres)")
+    parser.add_argument("-np", type=int, default=int(os.environ.get("nnUNet_def_n_proc", 1)),
+                        help="worker processes for fingerprinting and preprocessing")
+    parser.add_argument("--verify_dataset_integrity", action="store_true")
+    parser.add_argument("--no_pbar", action="store_true")
+    parser.add_argument("--plan_only", action="store_true", help="write plans, do not preprocess")
+    args = parser.parse_args(argv)
+    for collection in args.d:
+        plans = plan_collection(collection, args.pl, args.c, args.np, args.verify_dataset_integrity)
+        print(f"Plans written: {join(nnUNet_preprocessed, plans['dataset_name'], plans['plans_name'] + '.json')}")
+        if not args.plan_only:
+            folder = preprocess_collection(collection, plans["plans_name"], args.c, args.np, not args.no_pbar)
+            print(f"Preprocessed data: {folder}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Task-balanced batches: every batch holds one task, and every round holds the same number of batches per task.
+
+The UniSeg reference shares a per-task budget between worker processes through a multiprocessing manager. Here
+each data-loading worker (and each DDP rank) keeps its own schedule, seeded by (rank, worker): each worker's
+stream is exactly balanced per round, so the union is balanced too, without shared state.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+
+
+class TaskSchedule:
+    """Endless sequence of task ids in rounds; a round has `batches_per_task` of every task, shuffled."""
+
+    def __init__(self, tasks: Sequence[int], batches_per_task: int, seed: int):
+        if not tasks:
+            raise ValueError("a task schedule needs at least one task with cases")
+        if batches_per_task < 1:
+            raise ValueError(f"batches_per_task must be >= 1, got {batches_per_task}")
+        self.tasks = list(tasks)
+        self.batches_per_task = batches_per_task
+        self.rng = np.random.default_rng(seed)
+        self._round: List[int] = []
+
+    def __next__(self) -> int:
+        if not self._round:
+            self._round = list(self.rng.permutation(np.repeat(self.tasks, self.batches_per_task)))
+        return int(self._round.pop())
+
+    def __iter__(self):
+        return self
+
+
+class TaskBalancedDataLoader(nnUNetDataLoader):
+    """nnU-Net's data loader whose batches are drawn one task at a time (cases uniformly, with replacement).
+
+    `case_tasks` maps each case id of the dataset to its task index (from the registry). The chosen task of the
+    last batch is exposed as `last_task`.
+    """
+
+    def __init__(self, *args, case_tasks: Mapping[str, int], batches_per_task: int = 50, rank: int = 0,
+                 seed: int = 12345, **kwargs):
+        super().__init__(*args, **kwargs)
+        missing = [k for k in self.indices if k not in case_tasks]
+        if missing:
+            raise KeyError(f"cases without a task in the registry: {missing[:5]}")
+        self.cases_of_task: Dict[int, List[str]] = {}
+        for k in self.indices:
+            self.cases_of_task.setdefault(case_tasks[k], []).append(k)
+        self.batches_per_task = batches_per_task
+        self.rank = rank
+        self.seed = seed
+        self._schedule: Optional[TaskSchedule] = None
+        self.last_task: Optional[int] = None
+
+    @property
+    def schedule(self) -> TaskSchedule:
+        # Created lazily so that each worker process (thread_id set by the augmenter) gets its own stream.
+        if self._schedule is None:
+            self._schedule = TaskSchedule(sorted(self.cases_of_task), self.batches_per_task,
+                                          seed=self.seed + 1000 * self.rank + self.thread_id)
+        return self._schedule
+
+    def get_indices(self):
+        self.last_task = next(self.schedule)
+        cases = self.cases_of_task[self.last_task]
+        return [cases[i] for i in np.random.randint(0, len(cases), self.batch_size)]

@@ -1,0 +1,77 @@
+"""Plans templates: the shared part of a collection's plans (architecture, patch, batch).
+
+The per-task part (spacing, normalisation) comes from the registry and the members' fingerprints. The JSON
+copies in the repository's `plans/` folder are the documented form of these templates (a test keeps them equal);
+`-pl` accepts a template name or the path of such a JSON file.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+UNISEG_NETWORK = "nnunetv2_universal.networks.uniseg.UniSegNetwork"
+_REQUIRES_IMPORT = ["conv_op", "norm_op", "dropout_op", "nonlin"]
+
+# UniSeg paper (reference implementation): 6 stages 32..320, 64x192x192 patch, batch 2, reference decoder details.
+PAPER = {
+    "plans_name": "UniSegPlans",
+    "batch_size": 2,
+    "patch_size": [64, 192, 192],
+    "batch_dice": False,
+    "network_class_name": UNISEG_NETWORK,
+    "arch_kwargs": {
+        "n_stages": 6,
+        "features_per_stage": [32, 64, 128, 256, 320, 320],
+        "conv_op": "torch.nn.modules.conv.Conv3d",
+        "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]],
+        "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]],
+        "n_conv_per_stage": 2,
+        "n_conv_per_stage_decoder": 2,
+        "conv_bias": True,
+        "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+        "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+        "dropout_op": None,
+        "dropout_op_kwargs": None,
+        "nonlin": "torch.nn.LeakyReLU",
+        "nonlin_kwargs": {"negative_slope": 0.01, "inplace": True},
+        "decoder_kernel_sizes": [[3, 3, 3]] * 5,
+        "transpconv_bias": False,
+        "seg_bias": False,
+    },
+    "_kw_requires_import": _REQUIRES_IMPORT,
+}
+
+# A small network and patch that trains in minutes on 2 CPU cores (demo and tests).
+CPU_DEMO = copy.deepcopy(PAPER)
+CPU_DEMO.update({
+    "plans_name": "UniSegPlansCPUDemo",
+    "batch_size": 2,
+    "patch_size": [16, 32, 32],
+})
+CPU_DEMO["arch_kwargs"].update({
+    "n_stages": 4,
+    "features_per_stage": [8, 16, 32, 32],
+    "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]],
+    "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]],
+    "decoder_kernel_sizes": [[3, 3, 3]] * 3,
+})
+
+TEMPLATES = {"paper": PAPER, "cpu_demo": CPU_DEMO}
+REQUIRED_KEYS = {"plans_name", "batch_size", "patch_size", "network_class_name", "arch_kwargs"}
+
+
+def load_template(name_or_path: str) -> dict:
+    """A template by name (`paper`, `cpu_demo`) or from a JSON file."""
+    if name_or_path in TEMPLATES:
+        return copy.deepcopy(TEMPLATES[name_or_path])
+    if not os.path.isfile(name_or_path):
+        raise FileNotFoundError(f"plans template {name_or_path!r} is neither a file nor one of {sorted(TEMPLATES)}")
+    with open(name_or_path) as f:
+        template = json.load(f)
+    missing = REQUIRED_KEYS - set(template)
+    if missing:
+        raise ValueError(f"plans template {name_or_path} lacks {sorted(missing)}")
+    template.setdefault("batch_dice", False)
+    template.setdefault("_kw_requires_import", _REQUIRES_IMPORT)
+    return template

@@ -1,0 +1,170 @@
+"""Task-conditioned prediction through nnU-Net's own predictor (sliding window, Gaussian weighting, mirroring TTA,
+resampling and export).
+
+`UniversalPredictor.select_task(name)` switches the predictor to one task: that task's preprocessing (spacing,
+normalisation), its condition and its task-local labels; every stock `nnUNetPredictor` method then works as usual.
+`predict_all_tasks` runs every task compatible with an image: tasks that share preprocessing share one encoder pass
+per tile (only the prompt-dependent part runs per task), and the per-task label maps are merged.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from batchgenerators.utilities.file_and_folder_operations import join, maybe_mkdir_p, save_json
+from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+from nnunetv2.utilities.label_handling.label_handling import LabelManager
+from torch import nn
+
+from nnunetv2_universal.collection.task_plans import TaskView
+from nnunetv2_universal.conditioning import Condition
+from nnunetv2_universal.inference.merge import GlobalLabels, merge_task_segmentations
+from nnunetv2_universal.registry import TaskRegistry
+
+
+class TaskSlicedLogits(nn.Module):
+    """Wraps a conditioned network: returns, for each condition, the logits cut to that task's classes,
+    concatenated along channels. Networks with `forward_tasks` run their shared part once."""
+
+    def __init__(self, network: nn.Module, conditions: Sequence[Condition], num_classes: Sequence[int]):
+        super().__init__()
+        self.network = network
+        self.conditions = list(conditions)
+        self.num_classes = list(num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if hasattr(self.network, "forward_tasks"):
+            outputs = self.network.forward_tasks(x, self.conditions)
+        else:
+            outputs = [self.network(x, c) for c in self.conditions]
+        return torch.cat([o[:, :n] for o, n in zip(outputs, self.num_classes)], 1)
+
+
+def _head_count_label_manager(num_heads: int) -> LabelManager:
+    return LabelManager({"background": 0, **{f"c{i}": i for i in range(1, num_heads)}}, None)
+
+
+class UniversalPredictor(nnUNetPredictor):
+    """nnUNetPredictor for models trained on a collection (registry in the model's dataset.json)."""
+
+    configuration_name = "3d_fullres"
+
+    def _remember_collection(self):
+        self.registry = TaskRegistry.from_dataset_json(self.dataset_json)
+        self.collection_plans = self.plans_manager.plans
+        self.collection_dataset_json = self.dataset_json
+        self.views: Dict[int, TaskView] = {}
+        self.active: List[TaskView] = []
+
+    def initialize_from_trained_model_folder(self, model_training_output_dir, use_folds,
+                                             checkpoint_name: str = "checkpoint_final.pth"):
+        super().initialize_from_trained_model_folder(model_training_output_dir, use_folds, checkpoint_name)
+        self.configuration_name = self._configuration_name_of(self.configuration_manager)
+        self._remember_collection()
+
+    def manual_initialization(self, network, plans_manager, configuration_manager, parameters, dataset_json,
+                              trainer_name, inference_allowed_mirroring_axes):
+        super().manual_initialization(network, plans_manager, configuration_manager, parameters, dataset_json,
+                                      trainer_name, inference_allowed_mirroring_axes)
+        self.configuration_name = self._configuration_name_of(configuration_manager)
+        self._remember_collection()
+
+    def _configuration_name_of(self, configuration_manager) -> str:
+        for name, cfg in self.plans_manager.plans["configurations"].items():
+            if cfg.get("data_identifier") == configuration_manager.data_identifier:
+                return name
+        return self.configuration_name
+
+    def view(self, task: Union[str, int]) -> TaskView:
+        index = self.registry.index(task)
+        if index not in self.views:
+            self.views[index] = TaskView(self.collection_plans, self.collection_dataset_json, self.registry, index,
+                                         self.configuration_name)
+        return self.views[index]
+
+    def select_tasks(self, tasks: Sequence[Union[str, int]]) -> List[TaskView]:
+        """Make the next predictions produce these tasks; they must share preprocessing.
+
+        With one task the predictor behaves like a stock nnUNetPredictor for that task (its plans view, its
+        task-local labels), so predict_from_files & co. work unchanged.
+        """
+        views = [self.view(t) for t in tasks]
+        if not views:
+            raise ValueError("select at least one task")
+        if len({v.preprocessing_signature for v in views}) != 1:
+            raise ValueError(f"tasks {[v.spec.name for v in views]} differ in preprocessing and cannot share a pass")
+        self.active = views
+        first = views[0]
+        self.plans_manager = first.plans_manager
+        self.configuration_manager = first.configuration_manager
+        self.dataset_json = first.dataset_json
+        self.label_manager = first.label_manager
+        return views
+
+    def select_task(self, task: Union[str, int]) -> TaskView:
+        return self.select_tasks([task])[0]
+
+    def predict_sliding_window_return_logits(self, input_image: torch.Tensor):
+        if not self.active:
+            raise RuntimeError(f"no task selected; call select_task(...) first (tasks: {self.registry.names})")
+        network, label_manager = self.network, self.label_manager
+        self.network = TaskSlicedLogits(network, [v.condition for v in self.active],
+                                        [v.spec.num_classes for v in self.active])
+        self.label_manager = _head_count_label_manager(sum(v.spec.num_classes for v in self.active))
+        try:
+            return super().predict_sliding_window_return_logits(input_image)
+        finally:
+            self.network, self.label_manager = network, label_manager
+
+    # ---- all tasks at once
+    def _segment_group(self, image_files: List[str], views: List[TaskView]) -> Dict[int, np.ndarray]:
+        """Preprocess once, predict the group's tasks with one encoder pass per tile, export each task."""
+        self.select_tasks([v.index for v in views])
+        preprocessor = self.configuration_manager.preprocessor_class(verbose=self.verbose_preprocessing)
+        data, _, properties = preprocessor.run_case(image_files, None, self.plans_manager, self.configuration_manager,
+                                                    self.dataset_json)
+        logits = self.predict_logits_from_preprocessed_data(torch.from_numpy(data)).cpu()
+        segmentations, start = {}, 0
+        for v in views:
+            block = logits[start:start + v.spec.num_classes]
+            start += v.spec.num_classes
+            segmentations[v.index] = convert_predicted_logits_to_segmentation_with_correct_shape(
+                block, v.plans_manager, v.configuration_manager, v.label_manager, dict(properties))
+        return segmentations, properties
+
+    def predict_all_tasks(self, list_of_lists: Sequence[Sequence[str]], output_files: Sequence[str],
+                          tasks: Optional[Sequence[Union[str, int]]] = None,
+                          modalities: Optional[Sequence[str]] = None,
+                          priority: Optional[Sequence[Union[str, int]]] = None) -> GlobalLabels:
+        """For each case, predict every compatible task (same channel count, and modality names if given) and
+        write one merged label map (global labels, see inference.merge). Returns the global label table."""
+        labels = GlobalLabels(self.registry)
+        allowed = None if tasks is None else {self.registry.index(t) for t in tasks}
+        order = None if priority is None else [self.registry.index(t) for t in priority]
+        for files, ofile in zip(list_of_lists, output_files):
+            compatible = [t for t in self.registry.tasks_for_channels(len(files), modalities)
+                          if allowed is None or t in allowed]
+            if not compatible:
+                raise ValueError(f"{ofile}: no task accepts {len(files)} channel(s)"
+                                 f"{'' if modalities is None else f' with modalities {list(modalities)}'}; tasks: "
+                                 + ", ".join(f"{t.name} ({t.num_channels} ch)" for t in self.registry))
+            groups: Dict[tuple, List[TaskView]] = {}
+            for t in compatible:
+                groups.setdefault(self.view(t).preprocessing_signature, []).append(self.view(t))
+            per_task, properties = {}, None
+            for views in groups.values():
+                segs, properties = self._segment_group(list(files), views)
+                per_task.update(segs)
+            merged = merge_task_segmentations(per_task, labels, order)
+            rw = self.plans_manager.image_reader_writer_class()
+            rw.write_seg(merged, ofile + self.dataset_json["file_ending"], properties)
+        return labels
+
+
+def write_global_labels(labels: GlobalLabels, output_folder: str) -> str:
+    maybe_mkdir_p(output_folder)
+    path = join(output_folder, "labels.json")
+    save_json(labels.to_dict(), path, sort_keys=False)
+    return path

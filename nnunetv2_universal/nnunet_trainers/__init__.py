@@ -1,0 +1,1 @@
+"""Folder for nnUNet_extTrainer (re-export modules only)."""

@@ -1,0 +1,238 @@
+"""UniSegTrainer: nnU-Net's trainer for a collection, with task-balanced single-task batches, task-conditioned
+forward passes and losses on logits cut to each task's classes (paper defaults: 50 batches per task per epoch,
+SGD 0.01 nesterov 0.99, DC+CE with deep supervision, 1000 epochs)."""
+from __future__ import annotations
+
+import os
+from typing import List
+
+import numpy as np
+import torch
+from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+from batchgenerators.utilities.file_and_folder_operations import join, maybe_mkdir_p, save_json
+from nnunetv2.configuration import default_num_processes
+from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
+from nnunetv2.inference.export_prediction import export_prediction_from_logits
+from nnunetv2.inference.sliding_window_prediction import compute_gaussian
+from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+from nnunetv2.utilities.helpers import dummy_context
+from torch import autocast, nn
+from torch import distributed as dist
+from torch._dynamo import OptimizedModule
+
+from nnunetv2_universal.collection.sampling import TaskBalancedDataLoader
+from nnunetv2_universal.collection.templates import UNISEG_NETWORK
+from nnunetv2_universal.inference.predictor import UniversalPredictor
+from nnunetv2_universal.registry import TaskRegistry
+from nnunetv2_universal.training.task_logging import TASK_DICE_KEY, TaskAwareLocalLogger
+
+
+class TaskSlicedLoss(nn.Module):
+    """Applies a loss to logits cut to the current task's classes (set `num_classes` per batch), so channels
+    beyond a task's classes get no gradient from its batches. Works on a tensor or a deep-supervision list."""
+
+    def __init__(self, loss: nn.Module):
+        super().__init__()
+        self.loss = loss
+        self.num_classes = None
+
+    def forward(self, output, target):
+        if self.num_classes is None:
+            raise RuntimeError("TaskSlicedLoss.num_classes must be set for each batch")
+        if isinstance(output, (list, tuple)):
+            output = [o[:, :self.num_classes] for o in output]
+        else:
+            output = output[:, :self.num_classes]
+        return self.loss(output, target)
+
+
+class UniSegTrainer(nnUNetTrainer):
+    """Trains a UniSeg network on a collection built by nnUNetv2_universal_build_collection."""
+
+    network_class_name = UNISEG_NETWORK
+    batches_per_task_per_epoch = 50  # the reference's round: 50 batches of every task per epoch
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.registry = TaskRegistry.from_dataset_json(dataset_json)
+        self.num_iterations_per_epoch = self.batches_per_task_per_epoch * len(self.registry)
+        self.num_val_iterations_per_epoch = 50
+        self.logger.local_logger = TaskAwareLocalLogger(self.registry.names)
+
+    # ---- network
+    @staticmethod
+    def build_network_architecture(plans_manager, configuration_manager, num_input_channels, num_output_channels,
+                                   enable_deep_supervision: bool = True) -> nn.Module:
+        name = configuration_manager.network_arch_class_name
+        if not name.endswith(".UniSegNetwork"):
+            raise ValueError(f"plans {plans_manager.plans_name!r} describe {name}, not a UniSeg network; plan the "
+                             f"collection with nnUNetv2_universal_plan_and_preprocess")
+        return get_network_from_plans(name, configuration_manager.network_arch_init_kwargs,
+                                      configuration_manager.network_arch_init_kwargs_req_import, num_input_channels,
+                                      num_output_channels, allow_init=True, deep_supervision=enable_deep_supervision)
+
+    def _do_i_compile(self):
+        # Task and stem dispatch re-specialise compiled graphs; compile only when explicitly asked for.
+        return os.environ.get("nnUNet_compile", "f").lower() in ("t", "true", "1") and super()._do_i_compile()
+
+    def _plain_network(self) -> nn.Module:
+        mod = self.network.module if self.is_ddp else self.network
+        return mod._orig_mod if isinstance(mod, OptimizedModule) else mod
+
+    def _build_loss(self):
+        return TaskSlicedLoss(super()._build_loss())
+
+    def _condition_batch(self, keys) -> int:
+        """Set the network's condition and the loss's class count for this (single-task) batch."""
+        task = self.registry.task_of_batch(keys)
+        self._plain_network().condition = self.registry.condition(task)
+        self.loss.num_classes = self.registry.num_classes(task)
+        return task
+
+    # ---- data
+    def get_dataloaders(self):
+        if self.dataset_class is None:
+            from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+            self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
+        patch_size = self.configuration_manager.patch_size
+        ds_scales = self._get_deep_supervision_scales()
+        rotation, dummy_2d, initial_patch_size, mirror_axes = \
+            self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        common = dict(is_cascaded=False, foreground_labels=self.label_manager.foreground_labels, regions=None,
+                      ignore_label=None)
+        tr_transforms = self.get_training_transforms(patch_size, rotation, ds_scales, mirror_axes, dummy_2d,
+                                                     use_mask_for_norm=self.configuration_manager.use_mask_for_norm,
+                                                     **common)
+        val_transforms = self.get_validation_transforms(ds_scales, **common)
+        dataset_tr, dataset_val = self.get_tr_and_val_datasets()
+        case_tasks = {k: self.registry.task_of_case(k) for k in self.registry.cases}
+        loader_kwargs = dict(label_manager=self.label_manager, oversample_foreground_percent=
+                             self.oversample_foreground_percent, probabilistic_oversampling=
+                             self.probabilistic_oversampling, case_tasks=case_tasks,
+                             batches_per_task=self.batches_per_task_per_epoch, rank=self.local_rank)
+        dl_tr = TaskBalancedDataLoader(dataset_tr, self.batch_size, initial_patch_size, patch_size,
+                                       transforms=tr_transforms, **loader_kwargs)
+        dl_val = TaskBalancedDataLoader(dataset_val, self.batch_size, patch_size, patch_size,
+                                        transforms=val_transforms, seed=54321, **loader_kwargs)
+        n_proc = get_allowed_n_proc_DA()
+        if n_proc == 0:
+            return SingleThreadedAugmenter(dl_tr, None), SingleThreadedAugmenter(dl_val, None)
+        pin = self.device.type == "cuda"
+        return (NonDetMultiThreadedAugmenter(dl_tr, None, n_proc, max(6, n_proc // 2), None, pin, 0.002),
+                NonDetMultiThreadedAugmenter(dl_val, None, max(1, n_proc // 2), max(3, n_proc // 4), None, pin,
+                                             0.002))
+
+    # ---- steps
+    def train_step(self, batch: dict) -> dict:
+        self._condition_batch(batch["keys"])
+        return super().train_step(batch)
+
+    def validation_step(self, batch: dict) -> dict:
+        task = self._condition_batch(batch["keys"])
+        n = self.loss.num_classes
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) else \
+            target.to(self.device, non_blocking=True)
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            output = self.network(data)
+            loss = self.loss(output, target)
+        if self.enable_deep_supervision:
+            output, target = output[0], target[0]
+        output = output[:, :n]
+        onehot = torch.zeros_like(output, dtype=torch.float16).scatter_(1, output.argmax(1, keepdim=True), 1)
+        tp, fp, fn, _ = get_tp_fp_fn_tn(onehot, target, axes=[0] + list(range(2, output.ndim)))
+        return {"loss": loss.detach().cpu().numpy(), "task": task, "tp_hard": tp[1:].detach().cpu().numpy(),
+                "fp_hard": fp[1:].detach().cpu().numpy(), "fn_hard": fn[1:].detach().cpu().numpy()}
+
+    def on_validation_epoch_end(self, val_outputs: List[dict]):
+        # Class counts differ per task: accumulate per task instead of summing ragged arrays.
+        stats = {}
+        for o in val_outputs:
+            acc = stats.setdefault(o["task"], [0, 0, 0])
+            for i, key in enumerate(("tp_hard", "fp_hard", "fn_hard")):
+                acc[i] = acc[i] + o[key]
+        losses = [o["loss"] for o in val_outputs]
+        if self.is_ddp:
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, (stats, losses))
+            stats, losses = {}, []
+            for rank_stats, rank_losses in gathered:
+                losses += rank_losses
+                for t, s in rank_stats.items():
+                    acc = stats.setdefault(t, [0, 0, 0])
+                    stats[t] = [a + b for a, b in zip(acc, s)]
+        per_task, per_class = {}, []
+        for t in sorted(stats):
+            tp, fp, fn = stats[t]
+            dice = [float(2 * a / (2 * a + b + c)) if (2 * a + b + c) > 0 else float("nan")
+                    for a, b, c in zip(tp, fp, fn)]
+            per_class += dice
+            per_task[self.registry.names[t]] = float(np.nanmean(dice)) if not np.all(np.isnan(dice)) else float("nan")
+        mean_dice = float(np.nanmean(list(per_task.values()))) if per_task else float("nan")
+        self.logger.log("mean_fg_dice", mean_dice, self.current_epoch)
+        self.logger.log("dice_per_class_or_region", per_class, self.current_epoch)
+        self.logger.log("val_losses", float(np.mean(losses)), self.current_epoch)
+        self.logger.log(TASK_DICE_KEY, per_task, self.current_epoch)
+
+    def on_epoch_end(self):
+        per_task = self.logger.get_value(TASK_DICE_KEY, step=-1)
+        self.print_to_log_file("Pseudo dice per task", {k: round(v, 4) for k, v in per_task.items()})
+        super().on_epoch_end()
+
+    # ---- final validation: each case with its task's preprocessing, condition and labels
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        self.set_deep_supervision_enabled(False)
+        self.network.eval()
+        predictor = UniversalPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
+                                       perform_everything_on_device=True, device=self.device, verbose=False,
+                                       verbose_preprocessing=False, allow_tqdm=False)
+        predictor.manual_initialization(self._plain_network(), self.plans_manager, self.configuration_manager, None,
+                                        self.dataset_json, self.__class__.__name__,
+                                        self.inference_allowed_mirroring_axes)
+        validation_folder = join(self.output_folder, "validation")
+        _, val_keys = self.do_split()
+        if self.is_ddp:
+            val_keys = val_keys[self.local_rank::dist.get_world_size()]
+        dataset_val = self.dataset_class(self.preprocessed_dataset_folder, val_keys)
+        for k in dataset_val.identifiers:
+            view = predictor.select_task(self.registry.task_of_case(k))
+            data, _, _, properties = dataset_val.load_case(k)
+            self.print_to_log_file(f"predicting {k} (task {view.spec.name})")
+            logits = predictor.predict_sliding_window_return_logits(torch.from_numpy(data[:])).cpu()
+            out_folder = join(validation_folder, view.spec.name)
+            maybe_mkdir_p(out_folder)
+            export_prediction_from_logits(logits, properties, view.configuration_manager, view.plans_manager,
+                                          view.dataset_json, join(out_folder, k), save_probabilities)
+        if self.is_ddp:
+            dist.barrier()
+        if self.local_rank == 0:
+            summary = self._summarise_validation(predictor, validation_folder, val_keys)
+            save_json(summary, join(validation_folder, "summary_per_task.json"), sort_keys=False)
+        self.set_deep_supervision_enabled(True)
+        compute_gaussian.cache_clear()
+
+    def _summarise_validation(self, predictor: UniversalPredictor, validation_folder: str, val_keys) -> dict:
+        summary = {}
+        tasks_with_cases = sorted({self.registry.task_of_case(k) for k in val_keys})
+        for t in tasks_with_cases:
+            view = predictor.view(t)
+            folder = join(validation_folder, view.spec.name)
+            metrics = compute_metrics_on_folder(join(self.preprocessed_dataset_folder_base, "gt_segmentations"),
+                                                folder, join(folder, "summary.json"),
+                                                view.plans_manager.image_reader_writer_class(),
+                                                self.dataset_json["file_ending"], view.label_manager.foreground_labels,
+                                                None, chill=True, num_processes=default_num_processes)
+            dice = {name: metrics["mean"][value]["Dice"] for name, value in view.spec.foreground_labels.items()}
+            summary[view.spec.name] = {"per_class_dice": dice, "mean_dice": metrics["foreground_mean"]["Dice"]}
+            self.logger.log_summary(f"final_val/{view.spec.name}_dice", metrics["foreground_mean"]["Dice"])
+            self.print_to_log_file(f"Validation Dice {view.spec.name}: {metrics['foreground_mean']['Dice']:.4f} "
+                                   f"{ {k: round(v, 4) for k, v in dice.items()} }", also_print_to_console=True)
+        mean = float(np.mean([s["mean_dice"] for s in summary.values()])) if summary else float("nan")
+        self.print_to_log_file(f"Mean validation Dice over tasks: {mean:.4f}", also_print_to_console=True)
+        return {"tasks": summary, "mean_dice_over_tasks": mean}
