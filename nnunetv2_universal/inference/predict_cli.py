@@ -1,0 +1,98 @@
+"""`nnUNetv2_universal_predict`: nnUNetv2_predict's flags plus the choice of task(s).
+
+    nnUNetv2_universal_predict -i IN -o OUT -d 900 -c 3d_fullres -tr UniSegTrainer -p UniSegPlans -f 0 --task NAME
+    nnUNetv2_universal_predict ... --all-tasks [--modality CT] [--priority A B ...]
+    nnUNetv2_universal_predict -d 900 -tr UniSegTrainer -p UniSegPlans -c 3d_fullres --list-tasks
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+
+import torch
+from batchgenerators.utilities.file_and_folder_operations import join, load_json, maybe_mkdir_p
+from nnunetv2.utilities.file_path_utilities import get_output_folder
+
+from nnunetv2_universal.cli import ensure_trainer_folder_on_path
+from nnunetv2_universal.inference.predictor import UniversalPredictor, write_global_labels
+from nnunetv2_universal.registry import TaskRegistry
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Predict with a universal model: one task (--task) or all compatible "
+                                            "tasks merged into one label map (--all-tasks).")
+    p.add_argument("-i", help="input folder (files CASE_XXXX<ending>, as for nnUNetv2_predict)")
+    p.add_argument("-o", help="output folder")
+    p.add_argument("-d", required=True, help="collection dataset id or name")
+    p.add_argument("-p", default="UniSegPlans", help="plans identifier (default UniSegPlans)")
+    p.add_argument("-tr", default="UniSegTrainer", help="trainer (default UniSegTrainer)")
+    p.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
+    p.add_argument("-f", nargs="+", default=["0"], help="folds (default 0)")
+    choice = p.add_mutually_exclusive_group()
+    choice.add_argument("--task", help="task name from the model's registry (see --list-tasks)")
+    choice.add_argument("--all-tasks", action="store_true",
+                        help="every task whose input matches the image's channels; one merged label map")
+    choice.add_argument("--list-tasks", action="store_true", help="print the model's tasks and exit")
+    p.add_argument("--modality", nargs="+", default=None,
+                   help="with --all-tasks: only tasks whose channel modalities are these (e.g. CT)")
+    p.add_argument("--tasks", nargs="+", default=None, help="with --all-tasks: restrict to these tasks")
+    p.add_argument("--priority", nargs="+", default=None,
+                   help="with --all-tasks: paste order (later wins where tasks overlap); default registry order")
+    p.add_argument("-step_size", type=float, default=0.5)
+    p.add_argument("--disable_tta", action="store_true")
+    p.add_argument("--verbose", action="store_true")
+    p.add_argument("--save_probabilities", action="store_true", help="(--task only)")
+    p.add_argument("--continue_prediction", action="store_true", help="(--task only)")
+    p.add_argument("-chk", default="checkpoint_final.pth")
+    p.add_argument("-npp", type=int, default=int(os.environ.get("nnUNet_npp", 3)))
+    p.add_argument("-nps", type=int, default=int(os.environ.get("nnUNet_nps", 3)))
+    p.add_argument("-device", default="cuda", choices=["cuda", "cpu", "mps"])
+    p.add_argument("--disable_progress_bar", action="store_true")
+    p.add_argument("--not_on_device", action="store_true")
+    return p
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    model_folder = get_output_folder(args.d, args.tr, args.p, args.c)
+    if args.list_tasks:
+        registry = TaskRegistry.from_dataset_json(load_json(join(model_folder, "dataset.json")))
+        for i, t in enumerate(registry):
+            print(f"{i:3d}  {t.name:24s} channels={t.modalities} labels={t.foreground_labels}  {t.description}")
+        return
+    if not args.i or not args.o:
+        raise SystemExit("-i and -o are required unless --list-tasks is given")
+    if not args.task and not args.all_tasks:
+        raise SystemExit("choose --task NAME or --all-tasks (list the tasks with --list-tasks)")
+    ensure_trainer_folder_on_path()
+    if args.device == "cpu":
+        torch.set_num_threads(multiprocessing.cpu_count())
+    elif args.device == "cuda":
+        torch.set_num_threads(1)
+    predictor = UniversalPredictor(tile_step_size=args.step_size, use_gaussian=True,
+                                   use_mirroring=not args.disable_tta, perform_everything_on_device=not args.not_on_device,
+                                   device=torch.device(args.device), verbose=args.verbose,
+                                   allow_tqdm=not args.disable_progress_bar)
+    folds = [f if f == "all" else int(f) for f in args.f]
+    predictor.initialize_from_trained_model_folder(model_folder, folds, args.chk)
+    maybe_mkdir_p(args.o)
+    if args.task:
+        predictor.select_task(args.task)
+        if args.npp == 0 and args.nps == 0:  # nnUNetv2_predict's sequential mode
+            predictor.predict_from_files_sequential(args.i, args.o, save_probabilities=args.save_probabilities,
+                                                    overwrite=not args.continue_prediction)
+        else:
+            predictor.predict_from_files(args.i, args.o, save_probabilities=args.save_probabilities,
+                                         overwrite=not args.continue_prediction,
+                                         num_processes_preprocessing=args.npp,
+                                         num_processes_segmentation_export=args.nps)
+        return
+    lists, outputs, _ = predictor._manage_input_and_output_lists(args.i, args.o)
+    labels = predictor.predict_all_tasks(lists, outputs, tasks=args.tasks, modalities=args.modality,
+                                         priority=args.priority)
+    print(f"Global labels written to {write_global_labels(labels, args.o)}")
+
+
+if __name__ == "__main__":
+    main()
