@@ -46,9 +46,26 @@ class ConditionedNetwork(nn.Module):
     calls `network(x)` with the image only.
     """
 
+    # Hidden channels sit this far below the lowest visible logit of each voxel: never the argmax, softmax ~0,
+    # and small enough in magnitude for nnU-Net's float16 sliding-window accumulation.
+    HIDDEN_LOGIT_MARGIN = 30.0
+
     def __init__(self):
         super().__init__()
         self.condition: Optional[Condition] = None
+        # Set for stock nnU-Net prediction: channels from this index on are hidden so argmax ignores them.
+        self.visible_classes: Optional[int] = None
+
+    def hide_invisible_classes(self, logits):
+        """Push channels >= visible_classes below every visible one (a list of deep-supervision outputs too)."""
+        if self.visible_classes is None:
+            return logits
+        if isinstance(logits, (list, tuple)):
+            return [self.hide_invisible_classes(o) for o in logits]
+        floor = logits[:, :self.visible_classes].amin(1, keepdim=True) - self.HIDDEN_LOGIT_MARGIN
+        hidden = logits.clone()
+        hidden[:, self.visible_classes:] = floor
+        return hidden
 
     def resolve_condition(self, condition: ConditionLike) -> Condition:
         resolved = as_condition(condition)

@@ -42,7 +42,7 @@ def test_preprocessed_collection_keeps_member_settings(collection_workspace):
     splits = json.load(open(os.path.join(pre, "splits_final.json")))
     assert len(splits) == 5 and not set(splits[0]["train"]) & set(splits[0]["val"])
     dataset = json.load(open(os.path.join(pre, "dataset.json")))
-    assert set(dataset["universal"]["cases"].values()) == {"SynthLiverCT", "SynthPETCT", "SynthBrainMR"}
+    assert set(dataset["universal"]["cases"].values()) == {"SynthLiverCT", "SynthKidneyCT", "SynthPETCT", "SynthBrainMR"}
     # CT window applied: every CT voxel in [0, 1]; 4-channel case preprocessed with 4 channels
     from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
     ds = nnUNetDatasetBlosc2(os.path.join(pre, f"{PLANS}_3d_fullres"))
@@ -61,7 +61,8 @@ def test_train_resume_predict_evaluate(trained, tmp_path):
     assert checkpoint["trainer_name"] == TRAINER and checkpoint["current_epoch"] == 1
     assert len(checkpoint["logging"]["task_pseudo_dice"]) == 1
     summary = json.load(open(os.path.join(model, "fold_0", "validation", "summary_per_task.json")))
-    assert set(summary["tasks"]) <= {"SynthLiverCT", "SynthPETCT", "SynthBrainMR"} and summary["tasks"]
+    assert set(summary["tasks"]) <= set(json.load(open(os.path.join(model, "dataset.json")))["universal"]["cases"].values())
+    assert summary["tasks"]
     assert os.path.isfile(os.path.join(model, "fold_0", "progress.png"))
 
     # resume: --c picks up the final checkpoint (training already complete) and re-runs validation
@@ -70,27 +71,44 @@ def test_train_resume_predict_evaluate(trained, tmp_path):
     assert "Mean validation Dice over tasks" in proc.stdout
 
     raw = env["nnUNet_raw"]
-    liver_in = os.path.join(raw, trained["members"][0], "imagesTs")
+    members = dict(zip(["SynthLiverCT", "SynthKidneyCT", "SynthPETCT", "SynthBrainMR"], trained["members"]))
+    liver_in = os.path.join(raw, members["SynthLiverCT"], "imagesTs")
     common = ["-d", COLLECTION_ID, "-tr", TRAINER, "-p", PLANS, "-c", "3d_fullres", "-f", "0", "-device", "cpu",
               "-npp", "0", "-nps", "0", "--disable_progress_bar"]
     single = tmp_path / "single"
     run(["nnUNetv2_universal_predict", "-i", liver_in, "-o", single, "--task", "SynthLiverCT", *common], env)
+    # stock nnUNetv2_predict carries the task through $nnUNet_universal_task: identical result
+    stock = tmp_path / "stock"
+    run(["nnUNetv2_predict", "-i", liver_in, "-o", stock, *common], env, {"nnUNet_universal_task": "SynthLiverCT"})
+    kidney = tmp_path / "kidney"
+    run(["nnUNetv2_universal_predict", "-i", liver_in, "-o", kidney, "--task", "SynthKidneyCT", *common], env)
+    # --all-tasks on a folder with a 1-channel CT case and a 2-channel PET/CT case
+    mixed_in = tmp_path / "mixed_in"
+    mixed_in.mkdir()
+    for task in ("SynthLiverCT", "SynthPETCT"):
+        folder = os.path.join(raw, members[task], "imagesTs")
+        for f in os.listdir(folder):
+            os.symlink(os.path.join(folder, f), mixed_in / f)
     merged_dir = tmp_path / "merged"
-    run(["nnUNetv2_universal_predict", "-i", liver_in, "-o", merged_dir, "--all-tasks", *common], env)
+    run(["nnUNetv2_universal_predict", "-i", mixed_in, "-o", merged_dir, "--all-tasks", *common], env)
 
+    from nnunetv2_universal.inference.merge import GlobalLabels, merge_task_segmentations
+    from nnunetv2_universal.registry import TaskRegistry
+    registry = TaskRegistry.from_dataset_json(json.load(open(os.path.join(model, "dataset.json"))))
     case = sorted(os.listdir(liver_in))[0].replace("_0000.nii.gz", ".nii.gz")
     task_seg = _read(str(single / case))
-    merged = _read(str(merged_dir / case))
-    labels = json.load(open(merged_dir / "labels.json"))
-    # one compatible task for a 1-channel CT here: the merged map is the task's map in global labels
-    expected = np.zeros_like(task_seg)
-    expected[task_seg == 1] = labels["SynthLiverCT:organ"]
-    expected[task_seg == 2] = labels["SynthLiverCT:lesion"]
-    np.testing.assert_array_equal(merged, expected)
     assert set(np.unique(task_seg)) <= {0, 1, 2}  # task-local labels
+    np.testing.assert_array_equal(_read(str(stock / case)), task_seg)
+    one_by_one = merge_task_segmentations({0: task_seg, 1: _read(str(kidney / case))}, GlobalLabels(registry))
+    # the two CT tasks share preprocessing: one encoder pass per tile, merged = the tasks run one by one
+    np.testing.assert_array_equal(_read(str(merged_dir / case)), one_by_one)
+    labels = json.load(open(merged_dir / "labels.json"))
+    assert labels["SynthLiverCT:lesion"] == 2 and labels["SynthKidneyCT:kidney"] == 3
+    pet_case = [f for f in os.listdir(merged_dir) if f.startswith("synthpetct")][0]
+    assert set(np.unique(_read(str(merged_dir / pet_case)))) <= {0, labels["SynthPETCT:lesion"]}
 
     # nnU-Net's evaluator on the task-local output (the predictor writes the task's dataset.json next to it)
-    gt = os.path.join(raw, trained["members"][0], "labelsTs")
+    gt = os.path.join(raw, members["SynthLiverCT"], "labelsTs")
     run(["nnUNetv2_evaluate_folder", gt, single, "-djfile", single / "dataset.json", "-pfile", single / "plans.json",
          "-np", "1"], env)
     result = json.load(open(single / "summary.json"))
@@ -99,6 +117,6 @@ def test_train_resume_predict_evaluate(trained, tmp_path):
 
 def test_unknown_task_lists_valid_ones(trained, tmp_path):
     env = trained["env"]
-    with pytest.raises(AssertionError, match="SynthLiverCT, SynthPETCT, SynthBrainMR"):
+    with pytest.raises(AssertionError, match="SynthLiverCT, SynthKidneyCT, SynthPETCT, SynthBrainMR"):
         run(["nnUNetv2_universal_predict", "-i", tmp_path, "-o", tmp_path / "o", "-d", COLLECTION_ID, "-tr", TRAINER,
              "-p", PLANS, "-device", "cpu", "--task", "Liver"], env)

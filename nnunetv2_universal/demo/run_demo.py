@@ -1,6 +1,6 @@
 """`nnUNetv2_universal_demo`: the whole universal workflow on a synthetic 3-task collection, on CPU.
 
-Generates 3 member datasets (1-channel CT, 2-channel PET/CT, 4-channel brain MR), builds the collection, plans
+Generates 4 member datasets (two 1-channel CT tasks, 2-channel PET/CT, 4-channel brain MR), builds the collection, plans
 and preprocesses it, trains UniSegTrainer_cpuDemo, predicts the held-out cases per task and with --all-tasks,
 evaluates with nnU-Net's evaluator, prints a Dice table and writes demo_results.png. Every step runs the real
 console command (printed before it runs) in a workspace folder whose nnUNet_raw/_preprocessed/_results it sets.
@@ -113,7 +113,7 @@ def main(argv=None):
     members = make_synthetic_datasets(raw, FIRST_MEMBER_ID, num_train=args.num_train, num_test=2)
     tasks = [(t.name, m) for t, m in zip(SYNTHETIC_TASKS, members)]
     print(f"[2/6] build the collection", flush=True)
-    _run([script("nnUNetv2_universal_build_collection"), "-d", *[str(FIRST_MEMBER_ID + i) for i in range(3)],
+    _run([script("nnUNetv2_universal_build_collection"), "-d", *[str(FIRST_MEMBER_ID + i) for i in range(len(members))],
           "-o", str(COLLECTION_ID), "-n", "SynthUniversal"], env, log)
     print(f"[3/6] plan and preprocess (each task keeps its spacing and normalisation)", flush=True)
     _run([script("nnUNetv2_universal_plan_and_preprocess"), "-d", str(COLLECTION_ID), "-pl", "cpu_demo", "-np", "1",

@@ -1,7 +1,8 @@
 """A small deterministic synthetic multi-task, multi-modality data set for the demo and the tests.
 
-Three member datasets in nnU-Net raw format, each registering its task (`universal_task` in dataset.json):
+Four member datasets in nnU-Net raw format, each registering its task (`universal_task` in dataset.json):
 - SynthLiverCT: 1 channel CT in HU (air, fat-like body, organ, hyperdense lesion), labels organ=1, lesion=2.
+- SynthKidneyCT: 1 channel CT like SynthLiverCT (same spacing, so both share preprocessing), label kidney=1.
 - SynthPETCT: 2 channels (CT in HU, PET in SUV), one hot lesion, label lesion=1.
 - SynthBrainMR: 4 channels (T1, T1ce, T2, FLAIR, arbitrary MR units, zero outside the head), nested tumour
   labels edema=1, necrosis=2, enhancing=3.
@@ -41,6 +42,18 @@ def _liver_ct(rng: np.random.Generator, shape) -> Tuple[List[np.ndarray], np.nda
     ct[organ] = 80 + rng.normal(0, 20, organ.sum())
     ct[lesion] = 220 + rng.normal(0, 20, lesion.sum())
     label = organ.astype(np.uint8) + lesion.astype(np.uint8)
+    return [ct.astype(np.float32)], label
+
+
+def _kidney_ct(rng: np.random.Generator, shape) -> Tuple[List[np.ndarray], np.ndarray]:
+    z, y, x = shape
+    body = _ellipsoid(shape, (z / 2, y / 2, x / 2), (z, y * 0.45, x * 0.45))
+    label = np.zeros(shape, np.uint8)
+    for side in (-1, 1):
+        center = (z / 2 + rng.uniform(-2, 2), y * 0.6 + rng.uniform(-3, 3), x / 2 + side * x * 0.2)
+        label[_ellipsoid(shape, center, (z * 0.3, rng.uniform(5, 7), rng.uniform(3.5, 4.5))) & body] = 1
+    ct = np.where(body, -80.0, -1000.0) + rng.normal(0, 20, shape)
+    ct[label == 1] = 150 + rng.normal(0, 20, (label == 1).sum())
     return [ct.astype(np.float32)], label
 
 
@@ -98,6 +111,8 @@ class SyntheticTask:
 SYNTHETIC_TASKS = (
     SyntheticTask("SynthLiverCT", {"0": "CT"}, {"background": 0, "organ": 1, "lesion": 2}, (20, 56, 56),
                   (2.5, 1.2, 1.2), _liver_ct, "CT of the abdomen: liver-like organ and a hyperdense lesion"),
+    SyntheticTask("SynthKidneyCT", {"0": "CT"}, {"background": 0, "kidney": 1}, (20, 56, 56), (2.5, 1.2, 1.2),
+                  _kidney_ct, "CT of the abdomen: both kidneys"),
     SyntheticTask("SynthPETCT", {"0": "CT", "1": "PET"}, {"background": 0, "lesion": 1}, (20, 48, 48),
                   (3.0, 2.0, 2.0), _pet_ct, "PET/CT: FDG-avid lesion"),
     SyntheticTask("SynthBrainMR", {"0": "T1", "1": "T1ce", "2": "T2", "3": "FLAIR"},
@@ -108,7 +123,7 @@ SYNTHETIC_TASKS = (
 
 def make_synthetic_datasets(raw_root: str, first_id: int = 501, num_train: int = 8, num_test: int = 2,
                             seed: int = 0) -> List[str]:
-    """Write the three synthetic member datasets; returns their dataset names."""
+    """Write the synthetic member datasets (ids first_id, first_id + 1, ...); returns their dataset names."""
     names = []
     for offset, task in enumerate(SYNTHETIC_TASKS):
         name = f"Dataset{first_id + offset:03d}_{task.name}"

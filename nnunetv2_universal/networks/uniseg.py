@@ -117,7 +117,7 @@ class UniSegNetwork(ConditionedNetwork):
         return outputs
 
     def forward(self, x: torch.Tensor, condition: ConditionLike = None):
-        return self.forward_tasks(x, [self.resolve_condition(condition)])[0]
+        return self.hide_invisible_classes(self.forward_tasks(x, [self.resolve_condition(condition)])[0])
 
     def compute_conv_feature_map_size(self, input_size) -> np.int64:
         enc = self.encoder.compute_conv_feature_map_size(input_size)

@@ -27,6 +27,7 @@ from torch._dynamo import OptimizedModule
 from nnunetv2_universal.collection.sampling import TaskBalancedDataLoader
 from nnunetv2_universal.collection.templates import UNISEG_NETWORK
 from nnunetv2_universal.inference.predictor import UniversalPredictor
+from nnunetv2_universal.inference.stock_predict import apply_task_from_environment
 from nnunetv2_universal.registry import TaskRegistry
 from nnunetv2_universal.training.task_logging import TASK_DICE_KEY, TaskAwareLocalLogger
 
@@ -72,9 +73,13 @@ class UniSegTrainer(nnUNetTrainer):
         if not name.endswith(".UniSegNetwork"):
             raise ValueError(f"plans {plans_manager.plans_name!r} describe {name}, not a UniSeg network; plan the "
                              f"collection with nnUNetv2_universal_plan_and_preprocess")
-        return get_network_from_plans(name, configuration_manager.network_arch_init_kwargs,
-                                      configuration_manager.network_arch_init_kwargs_req_import, num_input_channels,
-                                      num_output_channels, allow_init=True, deep_supervision=enable_deep_supervision)
+        network = get_network_from_plans(name, configuration_manager.network_arch_init_kwargs,
+                                         configuration_manager.network_arch_init_kwargs_req_import,
+                                         num_input_channels, num_output_channels, allow_init=True,
+                                         deep_supervision=enable_deep_supervision)
+        if not enable_deep_supervision:  # nnU-Net's predictor: honour $nnUNet_universal_task (stock nnUNetv2_predict)
+            apply_task_from_environment(network, plans_manager, configuration_manager)
+        return network
 
     def _do_i_compile(self):
         # Task and stem dispatch re-specialise compiled graphs; compile only when explicitly asked for.

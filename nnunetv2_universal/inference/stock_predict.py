@@ -1,0 +1,42 @@
+"""Task choice for stock `nnUNetv2_predict` through the environment variable `nnUNet_universal_task`.
+
+nnU-Net's predictor calls `network(x)` with the image only and preprocesses with the configuration it holds. When
+the variable names a task, the trainer's `build_network_architecture` (which the predictor calls with the very
+ConfigurationManager and PlansManager it then preprocesses and exports with, and without deep supervision) calls
+`apply_task_from_environment`: it switches those managers to the task's spacing, normalisation and reader, sets
+the network's default condition and hides the logit channels beyond the task's classes, so nnU-Net's argmax
+exports task-local labels. The plugin's `nnUNetv2_universal_predict --task` does the same without the variable.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+from torch import nn
+
+from nnunetv2_universal.collection.task_plans import PER_TASK_CONFIGURATION_KEYS, TASKS_KEY
+from nnunetv2_universal.conditioning import Condition
+
+TASK_ENV = "nnUNet_universal_task"
+
+
+def apply_task_from_environment(network: nn.Module, plans_manager: PlansManager,
+                                configuration_manager: ConfigurationManager) -> Optional[str]:
+    """Apply $nnUNet_universal_task (if set) to the predictor's managers and the network; returns the task name."""
+    task = os.environ.get(TASK_ENV)
+    if not task:
+        return None
+    tasks = configuration_manager.configuration.get(TASKS_KEY, {})
+    if task not in tasks:
+        raise KeyError(f"{TASK_ENV}={task!r} is not a task of this model; valid tasks: {', '.join(tasks)}")
+    settings = tasks[task]
+    for key in PER_TASK_CONFIGURATION_KEYS:
+        if key in settings:
+            configuration_manager.configuration[key] = settings[key]
+    plans_manager.plans["foreground_intensity_properties_per_channel"] = settings[
+        "foreground_intensity_properties_per_channel"]
+    plans_manager.plans["image_reader_writer"] = settings["image_reader_writer"]
+    network.condition = Condition(task=list(tasks).index(task))  # universal_tasks is kept in registry order
+    network.visible_classes = int(settings["num_classes"])
+    return task
