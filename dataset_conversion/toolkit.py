@@ -1,0 +1,228 @@
+"""The small toolkit every converter is written with.
+
+A converter reads one public dataset in its downloaded layout and writes an nnU-Net v2 raw dataset with nnU-Net's
+own IO conventions (SimpleITK, `generate_dataset_json`) plus the dataset's task entry (`universal_task`) for the
+collection builder. Conversions are atomic: cases are written into a hidden staging folder inside nnUNet_raw, which
+is moved into place only when every case succeeded. Errors name the case and the file.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+from batchgenerators.utilities.file_and_folder_operations import join, save_json
+from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+from tqdm import tqdm
+
+FILE_ENDING = ".nii.gz"
+
+
+class ConversionError(RuntimeError):
+    """A source case cannot be converted; the message names the case and the file."""
+
+
+def raw_root() -> str:
+    from nnunetv2.paths import nnUNet_raw
+    if not nnUNet_raw.is_set():
+        raise ConversionError("nnUNet_raw is not set; export nnUNet_raw (and nnUNet_preprocessed, nnUNet_results)")
+    return os.fspath(nnUNet_raw)
+
+
+def dataset_name(dataset_id: int, name: str) -> str:
+    return f"Dataset{int(dataset_id):03d}_{name}"
+
+
+@contextmanager
+def staged_dataset(dataset_id: int, name: str, overwrite: bool = False) -> Iterator[str]:
+    """Yield a staging folder (with imagesTr/labelsTr/imagesTs); move it to nnUNet_raw/DatasetXXX_Name on success.
+
+    An existing dataset with the same id is only replaced with overwrite=True (the CLI's --overwrite). On any
+    error the staging folder is removed and nnUNet_raw is left as it was.
+    """
+    root = raw_root()
+    os.makedirs(root, exist_ok=True)
+    prefix = f"Dataset{int(dataset_id):03d}_"
+    existing = [d for d in os.listdir(root) if d.startswith(prefix)]
+    if existing and not overwrite:
+        raise FileExistsError(f"{join(root, existing[0])} already exists; re-run with --overwrite to replace it")
+    staging = tempfile.mkdtemp(prefix=f".staging_{dataset_name(dataset_id, name)}_", dir=root)
+    try:
+        for sub in ("imagesTr", "labelsTr", "imagesTs"):
+            os.makedirs(join(staging, sub))
+        yield staging
+        for old in existing:
+            shutil.rmtree(join(root, old))
+        os.replace(staging, join(root, dataset_name(dataset_id, name)))
+    finally:
+        if os.path.isdir(staging):
+            shutil.rmtree(staging)
+
+
+def read_image(path: str, case: str) -> sitk.Image:
+    if not os.path.isfile(path):
+        raise ConversionError(f"case {case}: file {path} is missing")
+    try:
+        return sitk.ReadImage(path)
+    except RuntimeError as e:
+        raise ConversionError(f"case {case}: cannot read {path}: {str(e).strip().splitlines()[-1]}") from None
+
+
+def check_geometry(image: sitk.Image, label: sitk.Image, case: str, tolerance: float = 1e-3) -> None:
+    """Image and label must share size, spacing, origin and direction (nnU-Net requires aligned grids)."""
+    problems = []
+    if image.GetSize() != label.GetSize():
+        problems.append(f"size {image.GetSize()} vs {label.GetSize()}")
+    for what, a, b in (("spacing", image.GetSpacing(), label.GetSpacing()),
+                       ("origin", image.GetOrigin(), label.GetOrigin()),
+                       ("direction", image.GetDirection(), label.GetDirection())):
+        if not np.allclose(a, b, atol=tolerance, rtol=tolerance):
+            problems.append(f"{what} {np.round(a, 4).tolist()} vs {np.round(b, 4).tolist()}")
+    if problems:
+        raise ConversionError(f"case {case}: image and label geometry differ: " + "; ".join(problems))
+
+
+def with_geometry(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(reference)
+    return out
+
+
+def remap_labels(label: sitk.Image, mapping: Mapping[int, int], case: str) -> sitk.Image:
+    """Map source label values to target values; a value without a mapping is an error naming the case."""
+    array = sitk.GetArrayFromImage(label)
+    values = np.unique(array)
+    unexpected = [int(v) for v in values if int(v) not in mapping]
+    if unexpected:
+        raise ConversionError(f"case {case}: unexpected label values {unexpected}; expected {sorted(mapping)}")
+    lut = np.zeros(int(values.max()) + 1, dtype=np.uint8)
+    for src, dst in mapping.items():
+        if src <= values.max():
+            lut[src] = dst
+    return with_geometry(lut[array.astype(np.int64)], label)
+
+
+def binarize(label: sitk.Image) -> sitk.Image:
+    """Every non-zero value -> 1."""
+    return with_geometry((sitk.GetArrayFromImage(label) > 0).astype(np.uint8), label)
+
+
+def split_channels(image: sitk.Image, case: str, expected: int) -> List[sitk.Image]:
+    """A 4D image (or vector image) -> `expected` 3D images with the 3D part of the geometry."""
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        channels = [sitk.VectorIndexSelectionCast(image, i) for i in range(image.GetNumberOfComponentsPerPixel())]
+    elif image.GetDimension() == 4:
+        size = list(image.GetSize())
+        channels = []
+        for i in range(size[3]):
+            channels.append(sitk.Extract(image, size[:3] + [0], [0, 0, 0, i]))
+    else:
+        channels = [image]
+    if len(channels) != expected:
+        raise ConversionError(f"case {case}: expected {expected} channel(s), found {len(channels)}")
+    return channels
+
+
+def write_case(folder: str, case_id: str, images: Sequence[sitk.Image], label: Optional[sitk.Image],
+               split: str = "Tr") -> None:
+    """imagesTr/<case>_0000.nii.gz ... and labelsTr/<case>.nii.gz (split 'Ts': imagesTs, label ignored)."""
+    for c, image in enumerate(images):
+        sitk.WriteImage(image, join(folder, f"images{split}", f"{case_id}_{c:04d}{FILE_ENDING}"), True)
+    if label is not None and split == "Tr":
+        sitk.WriteImage(label, join(folder, "labelsTr", f"{case_id}{FILE_ENDING}"), True)
+
+
+def finish_dataset(folder: str, name: str, channels: Mapping[str, str], labels: Mapping[str, int],
+                   num_training: int, task: Mapping, description: str, reference: str = "",
+                   license: str = "see the dataset's own terms", splits: Optional[List[dict]] = None) -> None:
+    """dataset.json via nnU-Net's generate_dataset_json with the task entry; splits_final.json if given
+    (nnU-Net's planner copies a raw splits_final.json into nnUNet_preprocessed)."""
+    if num_training == 0:
+        raise ConversionError(f"{name}: no training cases found")
+    from nnunetv2_universal.registry import TaskSpec
+    TaskSpec.from_dict({**task, "dataset": name})  # fail before writing if the entry is invalid
+    generate_dataset_json(folder, dict(channels), dict(labels), num_training, FILE_ENDING, dataset_name=name,
+                          description=description, reference=reference, license=license,
+                          converted_by="nnunetv2_universal", universal_task=dict(task))
+    if splits is not None:
+        save_json(splits, join(folder, "splits_final.json"), sort_keys=False)
+
+
+def run_cases(function: Callable, jobs: Sequence[tuple], num_processes: int, description: str) -> List:
+    """Run function(*job) for every job with a progress bar, in worker processes if num_processes > 1."""
+    results = []
+    with tqdm(total=len(jobs), desc=description) as bar:
+        if num_processes <= 1:
+            for job in jobs:
+                results.append(function(*job))
+                bar.update()
+        else:
+            with multiprocessing.get_context("spawn").Pool(num_processes) as pool:
+                for result in pool.starmap(function, jobs, chunksize=1):
+                    results.append(result)
+                    bar.update()
+    return results
+
+
+def listdir_visible(folder: str) -> List[str]:
+    """Sorted entries without hidden/macOS resource files ('.', '._')."""
+    if not os.path.isdir(folder):
+        raise ConversionError(f"folder {folder} does not exist")
+    return sorted(f for f in os.listdir(folder) if not f.startswith("."))
+
+
+def require_nonempty(items: Iterable, what: str) -> list:
+    items = list(items)
+    if not items:
+        raise ConversionError(f"no {what} found")
+    return items
+
+
+def converter_parser(description: str, default_id: int) -> argparse.ArgumentParser:
+    """nnU-Net's converter idiom: -i SOURCE -d ID [-np N] [--overwrite]."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("-i", required=True, help="the dataset as downloaded (see the module docstring for the layout)")
+    p.add_argument("-d", type=int, default=default_id, help=f"nnU-Net dataset id (default {default_id})")
+    p.add_argument("-np", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset with this id")
+    return p
+
+
+def seeded_split(case_ids: Sequence[str], train_fraction: float = 0.8, seed: int = 1234) -> Tuple[list, list]:
+    """Deterministic shuffle-then-cut split (one fold)."""
+    ids = sorted(case_ids)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(ids))
+    cut = int(round(len(ids) * train_fraction))
+    return sorted(ids[i] for i in order[:cut]), sorted(ids[i] for i in order[cut:])
+
+
+def grouped_folds(groups: Mapping[str, str], n_folds: int = 5, seed: int = 12345) -> List[dict]:
+    """n folds over cases such that all cases of one group (patient, subject) fall in the same fold."""
+    group_ids = sorted(set(groups.values()))
+    rng = np.random.default_rng(seed)
+    shuffled = [group_ids[i] for i in rng.permutation(len(group_ids))]
+    fold_of_group = {g: i % n_folds for i, g in enumerate(shuffled)}
+    folds = []
+    for f in range(n_folds):
+        val = sorted(c for c, g in groups.items() if fold_of_group[g] == f)
+        train = sorted(c for c, g in groups.items() if fold_of_group[g] != f)
+        folds.append({"train": train, "val": val})
+    return folds
+
+
+def task_entry(name: str, channels: Mapping[str, str], labels: Mapping[str, int], description: str,
+               spacing: Optional[Sequence[float]] = None, normalization: Optional[Sequence[str]] = None) -> Dict:
+    """The registry entry the collection builder reads (see nnunetv2_universal.registry.TaskSpec)."""
+    entry = {"name": name, "channels": dict(channels), "labels": dict(labels), "description": description}
+    if spacing is not None:
+        entry["spacing"] = [float(s) for s in spacing]
+    if normalization is not None:
+        entry["normalization"] = list(normalization)
+    return entry
