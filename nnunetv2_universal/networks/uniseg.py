@@ -33,6 +33,25 @@ def prompt_spatial_size(patch_size: Sequence[int], strides: Sequence) -> List[in
     return [int(p // t) for p, t in zip(patch_size, total)]
 
 
+def _build_stemmed_unet(module: nn.Module, input_channels, n_stages, features_per_stage, conv_op, kernel_sizes,
+                        strides, n_conv_per_stage, num_classes, n_conv_per_stage_decoder, stem_channels, conv_bias,
+                        norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs,
+                        deep_supervision, decoder_kernel_sizes, transpconv_bias, seg_bias,
+                        extra_bottleneck_channels: int) -> List[List[int]]:
+    """Give `module` UniSeg's U-Net parts (`encoder` with a multi-channel `stem`, `decoder`); returns the strides."""
+    if isinstance(strides, int):
+        strides = [strides] * n_stages
+    module.encoder = PlainConvEncoder(input_channels, n_stages, features_per_stage, conv_op, kernel_sizes, strides,
+                                      n_conv_per_stage, conv_bias, norm_op, norm_op_kwargs, dropout_op,
+                                      dropout_op_kwargs, nonlin, nonlin_kwargs, return_skips=True)
+    module.stem = install_stem(module.encoder, stem_channels or [input_channels], conv_bias)
+    module.decoder = ConditionedUNetDecoder(module.encoder, num_classes, n_conv_per_stage_decoder, deep_supervision,
+                                            extra_bottleneck_channels=extra_bottleneck_channels,
+                                            decoder_kernel_sizes=decoder_kernel_sizes,
+                                            transpconv_bias=transpconv_bias, seg_bias=seg_bias)
+    return [maybe_convert_scalar_to_list(conv_op, s) for s in strides]
+
+
 class UniSegNetwork(ConditionedNetwork):
     """UniSeg on dynamic-network-architectures: in (B, C, *patch) with C a stem channel count, out logits
     (B, num_classes, *patch) (a list over deep-supervision levels, highest resolution first, if enabled).
@@ -70,27 +89,20 @@ class UniSegNetwork(ConditionedNetwork):
         super().__init__()
         if num_tasks < 1:
             raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
-        if isinstance(strides, int):
-            strides = [strides] * n_stages
         self.num_tasks = num_tasks
         self.num_classes = num_classes
-        self.encoder = PlainConvEncoder(input_channels, n_stages, features_per_stage, conv_op, kernel_sizes, strides,
-                                        n_conv_per_stage, conv_bias, norm_op, norm_op_kwargs, dropout_op,
-                                        dropout_op_kwargs, nonlin, nonlin_kwargs, return_skips=True)
-        self.stem = install_stem(self.encoder, stem_channels or [input_channels], conv_bias)
-        bottleneck = self.encoder.output_channels[-1]
-        strides_nd = [maybe_convert_scalar_to_list(conv_op, s) for s in strides]
-        self.prompt = nn.Parameter(torch.randn(1, num_tasks, *prompt_spatial_size(patch_size, strides_nd)))
-        fuse_in = bottleneck + num_tasks
+        strides = _build_stemmed_unet(self, input_channels, n_stages, features_per_stage, conv_op, kernel_sizes,
+                                      strides, n_conv_per_stage, num_classes, n_conv_per_stage_decoder,
+                                      stem_channels, conv_bias, norm_op, norm_op_kwargs, dropout_op,
+                                      dropout_op_kwargs, nonlin, nonlin_kwargs, deep_supervision,
+                                      decoder_kernel_sizes, transpconv_bias, seg_bias, extra_bottleneck_channels=1)
+        self.prompt = nn.Parameter(torch.randn(1, num_tasks, *prompt_spatial_size(patch_size, strides)))
+        fuse_in = self.encoder.output_channels[-1] + num_tasks
         hidden = fuse_in // fuse_reduction
         self.fuse = nn.Sequential(*[
             ConvDropoutNormReLU(conv_op, c_in, c_out, 3, 1, True, norm_op, norm_op_kwargs, None, None, nonlin,
                                 nonlin_kwargs)
             for c_in, c_out in ((fuse_in, hidden), (hidden, hidden), (hidden, num_tasks))])
-        self.decoder = ConditionedUNetDecoder(self.encoder, num_classes, n_conv_per_stage_decoder, deep_supervision,
-                                              extra_bottleneck_channels=1,
-                                              decoder_kernel_sizes=decoder_kernel_sizes,
-                                              transpconv_bias=transpconv_bias, seg_bias=seg_bias)
 
     def task_prompts(self, bottleneck: torch.Tensor) -> torch.Tensor:
         """(B, T, *bottleneck_size) image-dependent prompts, one channel per task."""
@@ -127,4 +139,39 @@ class UniSegNetwork(ConditionedNetwork):
     @staticmethod
     def initialize(module: nn.Module) -> None:
         """He init (negative slope 1e-2) for convs; the prompt keeps its N(0, 1) init."""
+        InitWeights_He(1e-2)(module)
+
+
+class UniSegBackbone(nn.Module):
+    """UniSeg's U-Net without prompt and FUSE: the downstream (fine-tuning) network of the paper.
+
+    Same encoder (with its multi-channel stem), decoder and parameter names as UniSegNetwork; the first transposed
+    conv takes the bottleneck only. In (B, C, *patch), out logits like PlainConvUNet (list if deep supervision).
+    """
+
+    def __init__(self, input_channels: int, n_stages: int, features_per_stage, conv_op: Type[_ConvNd], kernel_sizes,
+                 strides, n_conv_per_stage, num_classes: int, n_conv_per_stage_decoder,
+                 stem_channels: Optional[Sequence[int]] = None, conv_bias: bool = True,
+                 norm_op: Optional[Type[nn.Module]] = None, norm_op_kwargs: Optional[dict] = None,
+                 dropout_op: Optional[Type[_DropoutNd]] = None, dropout_op_kwargs: Optional[dict] = None,
+                 nonlin: Optional[Type[nn.Module]] = None, nonlin_kwargs: Optional[dict] = None,
+                 deep_supervision: bool = False, decoder_kernel_sizes: Optional[Sequence] = None,
+                 transpconv_bias: bool = True, seg_bias: bool = True):
+        super().__init__()
+        self.num_classes = num_classes
+        _build_stemmed_unet(self, input_channels, n_stages, features_per_stage, conv_op, kernel_sizes, strides,
+                            n_conv_per_stage, num_classes, n_conv_per_stage_decoder, stem_channels, conv_bias,
+                            norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs,
+                            deep_supervision, decoder_kernel_sizes, transpconv_bias, seg_bias,
+                            extra_bottleneck_channels=0)
+
+    def forward(self, x: torch.Tensor):
+        return self.decoder(self.encoder(x))
+
+    def compute_conv_feature_map_size(self, input_size) -> np.int64:
+        return self.encoder.compute_conv_feature_map_size(input_size) + \
+            self.decoder.compute_conv_feature_map_size(input_size)
+
+    @staticmethod
+    def initialize(module: nn.Module) -> None:
         InitWeights_He(1e-2)(module)
