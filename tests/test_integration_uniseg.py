@@ -120,3 +120,43 @@ def test_unknown_task_lists_valid_ones(trained, tmp_path):
     with pytest.raises(AssertionError, match="SynthLiverCT, SynthKidneyCT, SynthPETCT, SynthBrainMR"):
         run(["nnUNetv2_universal_predict", "-i", tmp_path, "-o", tmp_path / "o", "-d", COLLECTION_ID, "-tr", TRAINER,
              "-p", PLANS, "-device", "cpu", "--task", "Liver"], env)
+
+
+def test_finetune_from_upstream_checkpoint(trained, tmp_path):
+    """Stock flow: plan the target with nnU-Net, transfer plans, export the backbone, nnUNetv2_train
+    -pretrained_weights (loaded: compared tensor by tensor), stock nnUNetv2_predict."""
+    env, model = trained["env"], trained["model"]
+    target = "501"
+    run(["nnUNetv2_plan_and_preprocess", "-d", target, "-c", "3d_fullres", "-np", "1", "-npfp", "1", "--no_pbar"],
+        env)
+    run(["nnUNetv2_universal_transfer_plans", "-s", COLLECTION_ID, "-t", target, "-sp", PLANS, "-patch", "16", "32",
+         "32"], env)
+    backbone = tmp_path / "backbone.pth"
+    run(["nnUNetv2_universal_export_backbone", "-i", os.path.join(model, "fold_0", "checkpoint_final.pth"),
+         "-o", backbone, "-c", "1"], env)
+    exported = torch.load(backbone, map_location="cpu", weights_only=True)["network_weights"]
+    assert "prompt" not in exported and not any(k.startswith("fuse.") or ".seg_layers." in k for k in exported)
+    upstream = torch.load(os.path.join(model, "fold_0", "checkpoint_final.pth"), map_location="cpu",
+                          weights_only=False)["network_weights"]
+    key = "decoder.transpconvs.0.weight"
+    assert exported[key].shape[0] == upstream[key].shape[0] - 1
+    assert torch.equal(exported[key], upstream[key][:-1])
+
+    trainer = "UniSegFinetuneTrainer_test"  # learning rate 0: trained weights must equal the loaded ones
+    run(["nnUNetv2_train", target, "3d_fullres", "0", "-tr", trainer, "-p", "UniSegFinetunePlans", "-device", "cpu",
+         "-pretrained_weights", backbone], env, {"nnUNet_n_proc_DA": "0"})
+    folder = os.path.join(env["nnUNet_results"], trained["members"][0], f"{trainer}__UniSegFinetunePlans__3d_fullres")
+    tuned = torch.load(os.path.join(folder, "fold_0", "checkpoint_final.pth"), map_location="cpu",
+                       weights_only=False)["network_weights"]
+    loaded = [k for k in tuned if ".seg_layers." not in k]
+    assert len(loaded) == len(exported)
+    for k in loaded:
+        assert torch.equal(tuned[k], exported[k]), k
+    assert tuned["decoder.seg_layers.0.weight"].shape[0] == 3  # new heads: background, organ, lesion
+
+    out = tmp_path / "pred"
+    images = os.path.join(env["nnUNet_raw"], trained["members"][0], "imagesTs")
+    run(["nnUNetv2_predict", "-i", images, "-o", out, "-d", target, "-c", "3d_fullres", "-tr", trainer,
+         "-p", "UniSegFinetunePlans", "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0",
+         "--disable_progress_bar"], env)
+    assert len([f for f in os.listdir(out) if f.endswith(".nii.gz")]) == len(os.listdir(images))

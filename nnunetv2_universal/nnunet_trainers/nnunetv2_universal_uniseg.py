@@ -1,3 +1,5 @@
 """Re-exports for nnU-Net's trainer search (nnUNet_extTrainer points at this folder). No code lives here."""
 from nnunetv2_universal.training.uniseg_trainer import UniSegTrainer  # noqa: F401
-from nnunetv2_universal.training.variants.short_schedules import UniSegTrainer_cpuDemo, UniSegTrainer_test  # noqa: F401
+from nnunetv2_universal.training.finetune_trainer import UniSegFinetuneTrainer  # noqa: F401
+from nnunetv2_universal.training.variants.short_schedules import (  # noqa: F401
+    UniSegFinetuneTrainer_test, UniSegTrainer_cpuDemo, UniSegTrainer_test)

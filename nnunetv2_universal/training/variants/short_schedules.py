@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from nnunetv2_universal.training.finetune_trainer import UniSegFinetuneTrainer
 from nnunetv2_universal.training.uniseg_trainer import UniSegTrainer
 
 
@@ -39,3 +40,15 @@ class UniSegTrainer_cpuDemo(_NoMirroring, UniSegTrainer):
         self.num_val_iterations_per_epoch = 3
         self.initial_lr = 2e-2
         self.save_every = 10
+
+
+class UniSegFinetuneTrainer_test(_NoMirroring, UniSegFinetuneTrainer):
+    """One epoch of two iterations at learning rate 0: weights after training equal the loaded ones (tests)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 1
+        self.num_iterations_per_epoch = 2
+        self.num_val_iterations_per_epoch = 1
+        self.initial_lr = 0.0

@@ -1,0 +1,103 @@
+"""Export an upstream UniSeg checkpoint as downstream backbone weights that stock `-pretrained_weights` loads.
+
+As the paper: the prompt and FUSE are dropped, the upstream segmentation heads are dropped (new heads sized for
+the target's classes are trained from scratch; nnU-Net's loader skips `.seg_layers.` keys), and the input channel
+of the first transposed convolution that carried the task prompt (the last one) is removed. Input stems: the
+stem matching the target's channel count is used as is; a channel count the upstream model has no stem for gets a
+new stem initialised from the 1-channel stem, its weights split evenly over the channels (the response to an
+image repeated on every channel equals the 1-channel stem's). Tensors are saved on the CPU.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+PROMPT_KEYS = ("prompt",)
+DROPPED_PREFIXES = ("fuse.",)
+FIRST_TRANSPCONV = "decoder.transpconvs.0.weight"
+STEM_KEY_PARTS = (".convs.0.conv.conv_", ".convs.0.all_modules.0.conv_")
+_NUMPY_SAFE_GLOBALS = [np._core.multiarray.scalar, np.dtype, np.dtypes.Float64DType, np.dtypes.Float32DType,
+                       np.dtypes.Int64DType]
+
+
+def load_checkpoint_safely(path: str, allow_pickle: bool = False) -> dict:
+    """torch.load without executing pickled code (numpy scalars allowed); allow_pickle for trusted old files."""
+    if allow_pickle:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        with torch.serialization.safe_globals(_NUMPY_SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle.UnpicklingError and friends
+        raise RuntimeError(f"{path} cannot be loaded without executing pickled code ({str(e).splitlines()[0]}); "
+                           f"if you trust the file, pass --allow_pickle") from None
+
+
+def _stem_channels(state: Dict[str, torch.Tensor]) -> Dict[int, str]:
+    """{channel count: key prefix of that stem conv} for the primary (non-alias) stem keys."""
+    found = {}
+    for key in state:
+        if ".convs.0.conv.conv_" in key and key.endswith(".weight"):
+            found[int(key.rsplit("conv_", 1)[1].split(".")[0])] = key[:-len(".weight")]
+    return found
+
+
+def add_stem(state: Dict[str, torch.Tensor], channels: int) -> None:
+    """Add a stem for `channels` inputs from the 1-channel stem (weights / channels), in place (aliases too)."""
+    stems = _stem_channels(state)
+    if channels in stems:
+        return
+    if 1 not in stems:
+        raise ValueError(f"cannot derive a {channels}-channel stem: the checkpoint has stems for {sorted(stems)}")
+    for part in STEM_KEY_PARTS:
+        for key in [k for k in state if f"{part}1." in k]:
+            new_key = key.replace(f"{part}1.", f"{part}{channels}.")
+            tensor = state[key]
+            state[new_key] = tensor.repeat(1, channels, *[1] * (tensor.ndim - 2)) / channels \
+                if key.endswith(".weight") else tensor.clone()
+
+
+def backbone_state_dict(upstream: Dict[str, torch.Tensor], target_channels: Optional[int] = None) -> Dict:
+    """The downstream backbone's weights from an upstream UniSegNetwork state dict (CPU tensors)."""
+    if FIRST_TRANSPCONV not in upstream or "prompt" not in upstream:
+        raise ValueError("not an upstream UniSeg state dict (no 'prompt' / first transposed conv)")
+    out = {}
+    for key, value in upstream.items():
+        if key in PROMPT_KEYS or key.startswith(DROPPED_PREFIXES) or ".seg_layers." in key:
+            continue
+        value = value.detach().cpu().clone()
+        if key == FIRST_TRANSPCONV:
+            value = value[:-1]  # the task prompt was concatenated last
+        out[key] = value
+    if target_channels is not None:
+        add_stem(out, target_channels)
+    return out
+
+
+def export_backbone(upstream_checkpoint: str, output_file: str, target_channels: Optional[int] = None,
+                    allow_pickle: bool = False) -> Dict:
+    checkpoint = load_checkpoint_safely(upstream_checkpoint, allow_pickle)
+    weights = backbone_state_dict(checkpoint["network_weights"], target_channels)
+    torch.save({"network_weights": weights, "source": str(upstream_checkpoint),
+                "stem_channels": sorted(_stem_channels(weights))}, output_file)
+    return weights
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Export an upstream UniSeg checkpoint as backbone weights for "
+                                            "nnUNetv2_train ... -pretrained_weights.")
+    p.add_argument("-i", required=True, help="upstream checkpoint (e.g. .../fold_0/checkpoint_final.pth)")
+    p.add_argument("-o", required=True, help="output file (.pth)")
+    p.add_argument("-c", type=int, default=None,
+                   help="input channels of the target dataset; adds a stem if the upstream model has none for it")
+    p.add_argument("--allow_pickle", action="store_true",
+                   help="allow executing pickled code while loading (only for files you trust)")
+    args = p.parse_args(argv)
+    weights = export_backbone(args.i, args.o, args.c, args.allow_pickle)
+    print(f"Backbone weights ({len(weights)} tensors, stems {sorted(_stem_channels(weights))}) written to {args.o}")
+
+
+if __name__ == "__main__":
+    main()
