@@ -21,7 +21,7 @@ from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.dropout import _DropoutNd
 
 from nnunetv2_universal.conditioning import ConditionedNetwork, ConditionLike
-from nnunetv2_universal.networks.blocks import ConditionedUNetDecoder, install_stem
+from nnunetv2_universal.networks.blocks import ConditionedUNetDecoder, MultiChannelStem, install_stem
 
 
 def prompt_spatial_size(patch_size: Sequence[int], strides: Sequence) -> List[int]:
@@ -44,7 +44,7 @@ def _build_stemmed_unet(module: nn.Module, input_channels, n_stages, features_pe
     module.encoder = PlainConvEncoder(input_channels, n_stages, features_per_stage, conv_op, kernel_sizes, strides,
                                       n_conv_per_stage, conv_bias, norm_op, norm_op_kwargs, dropout_op,
                                       dropout_op_kwargs, nonlin, nonlin_kwargs, return_skips=True)
-    module.stem = install_stem(module.encoder, stem_channels or [input_channels], conv_bias)
+    install_stem(module.encoder, stem_channels or [input_channels], conv_bias)
     module.decoder = ConditionedUNetDecoder(module.encoder, num_classes, n_conv_per_stage_decoder, deep_supervision,
                                             extra_bottleneck_channels=extra_bottleneck_channels,
                                             decoder_kernel_sizes=decoder_kernel_sizes,
@@ -52,7 +52,14 @@ def _build_stemmed_unet(module: nn.Module, input_channels, n_stages, features_pe
     return [maybe_convert_scalar_to_list(conv_op, s) for s in strides]
 
 
-class UniSegNetwork(ConditionedNetwork):
+class _HasStem:
+    @property
+    def stem(self) -> MultiChannelStem:
+        """The multi-channel first conv (a view, not a second registration: state-dict names stay d-n-a's)."""
+        return self.encoder.stages[0][-1].convs[0].conv
+
+
+class UniSegNetwork(_HasStem, ConditionedNetwork):
     """UniSeg on dynamic-network-architectures: in (B, C, *patch) with C a stem channel count, out logits
     (B, num_classes, *patch) (a list over deep-supervision levels, highest resolution first, if enabled).
 
@@ -142,7 +149,7 @@ class UniSegNetwork(ConditionedNetwork):
         InitWeights_He(1e-2)(module)
 
 
-class UniSegBackbone(nn.Module):
+class UniSegBackbone(_HasStem, nn.Module):
     """UniSeg's U-Net without prompt and FUSE: the downstream (fine-tuning) network of the paper.
 
     Same encoder (with its multi-channel stem), decoder and parameter names as UniSegNetwork; the first transposed
