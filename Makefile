@@ -1,6 +1,6 @@
 # Two commands: `make demo` (the main job) and `make test`. Both build .venv first.
 # torch 2.14.1 + torchvision 0.29.1 are pinned together: nnU-Net's trainer lookup imports timm/torchvision,
-# and a lone CPU torch would get a torchvision that cannot import (see docs/explanation/installation.md).
+# and a lone CPU torch would get a torchvision that cannot import (see docs/getting-started/installation.md).
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin

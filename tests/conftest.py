@@ -18,7 +18,7 @@ def clean_env(root: str) -> dict:
     env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": os.environ.get("HOME", root), "LANG": "C.UTF-8",
            "nnUNet_raw": os.path.join(root, "raw"), "nnUNet_preprocessed": os.path.join(root, "preprocessed"),
            "nnUNet_results": os.path.join(root, "results"),
-           # 2-core machine: no worker pools where nnU-Net lets us choose (see docs/reference/testing.md)
+           # 2-core machine: no worker pools where nnU-Net lets us choose
            "nnUNet_def_n_proc": "1", "OMP_NUM_THREADS": "1"}
     for d in ("raw", "preprocessed", "results"):
         os.makedirs(env[f"nnUNet_{d}"], exist_ok=True)

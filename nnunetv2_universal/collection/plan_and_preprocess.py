@@ -137,8 +137,11 @@ def collection_splits(registry: TaskRegistry, members: Dict[str, dict]) -> List[
                                         join(nnUNet_raw, member, "splits_final.json")) if isfile(f)), None)
         if splits_file is not None:
             splits = load_json(splits_file)
-        else:
-            splits = generate_crossval_split(sorted(to_collection), seed=12345, n_splits=5)
+        else:  # nnU-Net's default: seeded 5-fold CV (fewer folds for tiny members)
+            if len(to_collection) < 2:
+                raise ValueError(f"{member} has {len(to_collection)} training case(s); at least 2 are needed for a "
+                                 f"train/validation split (or provide its splits_final.json)")
+            splits = generate_crossval_split(sorted(to_collection), seed=12345, n_splits=min(5, len(to_collection)))
         for fold in splits:
             unknown = [c for c in fold["train"] + fold["val"] if c not in to_collection]
             if unknown:

@@ -1,4 +1,4 @@
-"""`nnUNetv2_universal_demo`: the whole universal workflow on a synthetic 3-task collection, on CPU.
+"""`nnUNetv2_universal_demo`: the whole universal workflow on a synthetic 4-task collection, on CPU.
 
 Generates 4 member datasets (two 1-channel CT tasks, 2-channel PET/CT, 4-channel brain MR), builds the collection, plans
 and preprocesses it, trains UniSegTrainer_cpuDemo, predicts the held-out cases per task and with --all-tasks,

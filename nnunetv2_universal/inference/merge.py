@@ -3,7 +3,8 @@
 Global labels: every foreground class of every registry task gets its own value, in registry order (task 0's
 classes first), so a value means the same structure whatever subset of tasks ran. Priority rule: tasks are
 pasted in priority order (default: registry order); a task's foreground overwrites what earlier tasks wrote,
-background never overwrites anything. Pass a priority list to put, e.g., lesion tasks last (= on top).
+background never overwrites anything. With a priority list, tasks not in the list are pasted first (underneath,
+in registry order) and the listed ones after, in the given order: the last listed task is on top.
 """
 from __future__ import annotations
 
@@ -46,8 +47,8 @@ def merge_task_segmentations(segmentations: Mapping[int, np.ndarray], labels: Gl
     """Merge {task index: task-local label map} (all of one shape) following the module's priority rule."""
     if not segmentations:
         raise ValueError("nothing to merge")
-    order = [t for t in (priority or range(len(labels.registry))) if t in segmentations]
-    order += [t for t in sorted(segmentations) if t not in order]
+    listed = [t for t in (priority or range(len(labels.registry))) if t in segmentations]
+    order = [t for t in sorted(segmentations) if t not in listed] + listed  # unlisted tasks go underneath
     shape = next(iter(segmentations.values())).shape
     dtype = np.uint8 if labels.num_labels < 256 else np.uint16
     merged = np.zeros(shape, dtype=dtype)

@@ -119,7 +119,7 @@ class UniversalPredictor(nnUNetPredictor):
             self.network, self.label_manager = network, label_manager
 
     # ---- all tasks at once
-    def _segment_group(self, image_files: List[str], views: List[TaskView]) -> Dict[int, np.ndarray]:
+    def _segment_group(self, image_files: List[str], views: List[TaskView]):
         """Preprocess once, predict the group's tasks with one encoder pass per tile, export each task."""
         self.select_tasks([v.index for v in views])
         preprocessor = self.configuration_manager.preprocessor_class(verbose=self.verbose_preprocessing)
@@ -143,6 +143,8 @@ class UniversalPredictor(nnUNetPredictor):
         labels = GlobalLabels(self.registry)
         allowed = None if tasks is None else {self.registry.index(t) for t in tasks}
         order = None if priority is None else [self.registry.index(t) for t in priority]
+        # Check every case first: fail before anything is written.
+        compatible_per_case = []
         for files, ofile in zip(list_of_lists, output_files):
             compatible = [t for t in self.registry.tasks_for_channels(len(files), modalities)
                           if allowed is None or t in allowed]
@@ -150,6 +152,8 @@ class UniversalPredictor(nnUNetPredictor):
                 raise ValueError(f"{ofile}: no task accepts {len(files)} channel(s)"
                                  f"{'' if modalities is None else f' with modalities {list(modalities)}'}; tasks: "
                                  + ", ".join(f"{t.name} ({t.num_channels} ch)" for t in self.registry))
+            compatible_per_case.append(compatible)
+        for files, ofile, compatible in zip(list_of_lists, output_files, compatible_per_case):
             groups: Dict[tuple, List[TaskView]] = {}
             for t in compatible:
                 groups.setdefault(self.view(t).preprocessing_signature, []).append(self.view(t))

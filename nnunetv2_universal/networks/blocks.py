@@ -80,7 +80,7 @@ class ConditionedUNetDecoder(nn.Module):
                  n_conv_per_stage: Union[int, Sequence[int]], deep_supervision: bool,
                  extra_bottleneck_channels: int = 0,
                  decoder_kernel_sizes: Optional[Sequence] = None,
-                 transpconv_bias: bool = True, seg_bias: bool = True):
+                 transpconv_bias: bool = True, seg_bias: bool = True, extra_head_channels: int = 0):
         super().__init__()
         self.deep_supervision = deep_supervision
         self.num_classes = num_classes
@@ -108,19 +108,24 @@ class ConditionedUNetDecoder(nn.Module):
                                             decoder_kernel_sizes[s], 1, encoder.conv_bias, encoder.norm_op,
                                             encoder.norm_op_kwargs, encoder.dropout_op, encoder.dropout_op_kwargs,
                                             encoder.nonlin, encoder.nonlin_kwargs))
-            seg_layers.append(encoder.conv_op(skip, num_classes, 1, 1, 0, bias=seg_bias))
+            seg_layers.append(encoder.conv_op(skip + extra_head_channels, num_classes, 1, 1, 0, bias=seg_bias))
         self.stages = nn.ModuleList(stages)
         self.transpconvs = nn.ModuleList(transpconvs)
         self.seg_layers = nn.ModuleList(seg_layers)
 
-    def forward(self, skips: List[torch.Tensor]):
+    def forward(self, skips: List[torch.Tensor], head_extra: Optional[torch.Tensor] = None):
+        """`head_extra` (if the decoder has extra head channels): a map resized to each head's resolution and
+        concatenated to the features the head sees (task information at the end of the decoder)."""
         x = skips[-1]
         outputs = []
         for s in range(len(self.stages)):
             x = self.transpconvs[s](x)
             x = self.stages[s](torch.cat((x, skips[-(s + 2)]), 1))
             if self.deep_supervision or s == len(self.stages) - 1:
-                outputs.append(self.seg_layers[s](x))
+                head_in = x if head_extra is None else torch.cat(
+                    (x, nn.functional.interpolate(head_extra, size=x.shape[2:], mode="trilinear"
+                                                  if x.ndim == 5 else "bilinear", align_corners=False)), 1)
+                outputs.append(self.seg_layers[s](head_in))
         outputs = outputs[::-1]
         return outputs if self.deep_supervision else outputs[0]
 

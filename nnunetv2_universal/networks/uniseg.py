@@ -37,7 +37,7 @@ def _build_stemmed_unet(module: nn.Module, input_channels, n_stages, features_pe
                         strides, n_conv_per_stage, num_classes, n_conv_per_stage_decoder, stem_channels, conv_bias,
                         norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs,
                         deep_supervision, decoder_kernel_sizes, transpconv_bias, seg_bias,
-                        extra_bottleneck_channels: int) -> List[List[int]]:
+                        extra_bottleneck_channels: int, extra_head_channels: int = 0) -> List[List[int]]:
     """Give `module` UniSeg's U-Net parts (`encoder` with a multi-channel `stem`, `decoder`); returns the strides."""
     if isinstance(strides, int):
         strides = [strides] * n_stages
@@ -48,8 +48,13 @@ def _build_stemmed_unet(module: nn.Module, input_channels, n_stages, features_pe
     module.decoder = ConditionedUNetDecoder(module.encoder, num_classes, n_conv_per_stage_decoder, deep_supervision,
                                             extra_bottleneck_channels=extra_bottleneck_channels,
                                             decoder_kernel_sizes=decoder_kernel_sizes,
-                                            transpconv_bias=transpconv_bias, seg_bias=seg_bias)
+                                            transpconv_bias=transpconv_bias, seg_bias=seg_bias,
+                                            extra_head_channels=extra_head_channels)
     return [maybe_convert_scalar_to_list(conv_op, s) for s in strides]
+
+
+PROMPT_MODES = ("universal", "fixed", "per_task")
+PROMPT_POSITIONS = ("bottleneck", "output")
 
 
 class _HasStem:
@@ -92,24 +97,38 @@ class UniSegNetwork(_HasStem, ConditionedNetwork):
                  decoder_kernel_sizes: Optional[Sequence] = None,
                  transpconv_bias: bool = True,
                  seg_bias: bool = True,
-                 fuse_reduction: int = 4):
+                 fuse_reduction: int = 4,
+                 prompt_mode: str = "universal",
+                 prompt_position: str = "bottleneck"):
         super().__init__()
         if num_tasks < 1:
             raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
+        if prompt_mode not in PROMPT_MODES or prompt_position not in PROMPT_POSITIONS:
+            raise ValueError(f"prompt_mode must be one of {PROMPT_MODES} and prompt_position one of "
+                             f"{PROMPT_POSITIONS}, got {prompt_mode!r}, {prompt_position!r}")
+        self.prompt_mode, self.prompt_position = prompt_mode, prompt_position
+        at_bottleneck = prompt_position == "bottleneck"
         self.num_tasks = num_tasks
         self.num_classes = num_classes
         strides = _build_stemmed_unet(self, input_channels, n_stages, features_per_stage, conv_op, kernel_sizes,
                                       strides, n_conv_per_stage, num_classes, n_conv_per_stage_decoder,
                                       stem_channels, conv_bias, norm_op, norm_op_kwargs, dropout_op,
                                       dropout_op_kwargs, nonlin, nonlin_kwargs, deep_supervision,
-                                      decoder_kernel_sizes, transpconv_bias, seg_bias, extra_bottleneck_channels=1)
-        self.prompt = nn.Parameter(torch.randn(1, num_tasks, *prompt_spatial_size(patch_size, strides)))
+                                      decoder_kernel_sizes, transpconv_bias, seg_bias,
+                                      extra_bottleneck_channels=int(at_bottleneck),
+                                      extra_head_channels=int(not at_bottleneck))
+        prompt_shape = (1, num_tasks, *prompt_spatial_size(patch_size, strides))
+        if prompt_mode == "fixed":  # ablation: a zero prompt that is never updated
+            self.register_buffer("prompt", torch.zeros(prompt_shape))
+        else:
+            self.prompt = nn.Parameter(torch.randn(prompt_shape))
         fuse_in = self.encoder.output_channels[-1] + num_tasks
         hidden = fuse_in // fuse_reduction
         self.fuse = nn.Sequential(*[
             ConvDropoutNormReLU(conv_op, c_in, c_out, 3, 1, True, norm_op, norm_op_kwargs, None, None, nonlin,
                                 nonlin_kwargs)
-            for c_in, c_out in ((fuse_in, hidden), (hidden, hidden), (hidden, num_tasks))])
+            for c_in, c_out in ((fuse_in, hidden), (hidden, hidden), (hidden, num_tasks))]) \
+            if prompt_mode != "per_task" else None
 
     def task_prompts(self, bottleneck: torch.Tensor) -> torch.Tensor:
         """(B, T, *bottleneck_size) image-dependent prompts, one channel per task."""
@@ -117,6 +136,8 @@ class UniSegNetwork(_HasStem, ConditionedNetwork):
             raise ValueError(f"bottleneck size {list(bottleneck.shape[2:])} differs from the prompt's "
                              f"{list(self.prompt.shape[2:])}: UniSeg must see patches of the training patch size")
         prompt = self.prompt.expand(bottleneck.shape[0], *self.prompt.shape[1:])
+        if self.fuse is None:  # "multiple prompts" ablation: each task's own learned prompt, no fusion
+            return prompt
         return self.fuse(torch.cat((bottleneck, prompt), 1))
 
     def forward_tasks(self, x: torch.Tensor, conditions: Sequence[ConditionLike]):
@@ -131,8 +152,11 @@ class UniSegNetwork(_HasStem, ConditionedNetwork):
         prompts = self.task_prompts(skips[-1])
         outputs = []
         for t in tasks:
-            conditioned = skips[:-1] + [torch.cat((skips[-1], prompts[:, t:t + 1]), 1)]
-            outputs.append(self.decoder(conditioned))
+            if self.prompt_position == "bottleneck":
+                conditioned = skips[:-1] + [torch.cat((skips[-1], prompts[:, t:t + 1]), 1)]
+                outputs.append(self.decoder(conditioned))
+            else:  # UniSeg-T ablation: the task prompt reaches only the segmentation heads
+                outputs.append(self.decoder(skips, head_extra=prompts[:, t:t + 1]))
         return outputs
 
     def forward(self, x: torch.Tensor, condition: ConditionLike = None):

@@ -3,3 +3,5 @@ from nnunetv2_universal.training.uniseg_trainer import UniSegTrainer  # noqa: F4
 from nnunetv2_universal.training.finetune_trainer import UniSegFinetuneTrainer  # noqa: F401
 from nnunetv2_universal.training.variants.short_schedules import (  # noqa: F401
     UniSegFinetuneTrainer_test, UniSegTrainer_cpuDemo, UniSegTrainer_test)
+from nnunetv2_universal.training.variants.uniseg_ablations import (  # noqa: F401
+    DoDNetTrainer, UniSegTrainerFixedPrompt, UniSegTrainerMultiplePrompts, UniSegTrainerUniSegT)

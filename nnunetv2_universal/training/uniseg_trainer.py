@@ -25,7 +25,6 @@ from torch import distributed as dist
 from torch._dynamo import OptimizedModule
 
 from nnunetv2_universal.collection.sampling import TaskBalancedDataLoader
-from nnunetv2_universal.collection.templates import UNISEG_NETWORK
 from nnunetv2_universal.inference.predictor import UniversalPredictor
 from nnunetv2_universal.inference.stock_predict import apply_task_from_environment
 from nnunetv2_universal.registry import TaskRegistry
@@ -54,7 +53,7 @@ class TaskSlicedLoss(nn.Module):
 class UniSegTrainer(nnUNetTrainer):
     """Trains a UniSeg network on a collection built by nnUNetv2_universal_build_collection."""
 
-    network_class_name = UNISEG_NETWORK
+    network_class_name = None  # None: the class named in the plans (UniSegNetwork); variants may swap it
     batches_per_task_per_epoch = 50  # the reference's round: 50 batches of every task per epoch
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -66,14 +65,18 @@ class UniSegTrainer(nnUNetTrainer):
         self.logger.local_logger = TaskAwareLocalLogger(self.registry.names)
 
     # ---- network
-    @staticmethod
-    def build_network_architecture(plans_manager, configuration_manager, num_input_channels, num_output_channels,
-                                   enable_deep_supervision: bool = True) -> nn.Module:
+    network_overrides: dict = {}  # architecture kwargs a variant changes (see training/variants/uniseg_ablations.py)
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
+                                   num_output_channels, enable_deep_supervision: bool = True) -> nn.Module:
+        # A classmethod (called like nnU-Net's static one) so that variants only set class attributes.
         name = configuration_manager.network_arch_class_name
         if not name.endswith(".UniSegNetwork"):
             raise ValueError(f"plans {plans_manager.plans_name!r} describe {name}, not a UniSeg network; plan the "
                              f"collection with nnUNetv2_universal_plan_and_preprocess")
-        network = get_network_from_plans(name, configuration_manager.network_arch_init_kwargs,
+        network = get_network_from_plans(cls.network_class_name or name,
+                                         {**configuration_manager.network_arch_init_kwargs, **cls.network_overrides},
                                          configuration_manager.network_arch_init_kwargs_req_import,
                                          num_input_channels, num_output_channels, allow_init=True,
                                          deep_supervision=enable_deep_supervision)

@@ -1,0 +1,98 @@
+"""DoDNet-style baseline (Zhang et al., CVPR 2021) on UniSeg's U-Net, for the paper's Table 4 comparison.
+
+A one-hot task code and the globally pooled bottleneck go through a controller that generates the weights of a
+small dynamic head (three 1x1x1 convs, 8 -> 8 -> 8 -> num_classes) applied to the full-resolution decoder
+features (reduced to 8 channels). Lower deep-supervision levels keep ordinary (static) heads so nnU-Net's loss and
+contract are unchanged. Condition: `task`.
+"""
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from dynamic_network_architectures.initialization.weight_init import InitWeights_He
+from torch import nn
+
+from nnunetv2_universal.conditioning import ConditionedNetwork, ConditionLike
+from nnunetv2_universal.networks.uniseg import _build_stemmed_unet, _HasStem
+
+
+class DoDNetNetwork(_HasStem, ConditionedNetwork):
+    """In (B, C, *patch); out logits (B, num_classes, *patch) (list over deep-supervision levels if enabled)."""
+
+    HEAD_CHANNELS = 8
+
+    def __init__(self, input_channels: int, n_stages: int, features_per_stage, conv_op, kernel_sizes, strides,
+                 n_conv_per_stage, num_classes: int, n_conv_per_stage_decoder, num_tasks: int, patch_size=None,
+                 stem_channels=None, conv_bias: bool = True, norm_op=None, norm_op_kwargs=None, dropout_op=None,
+                 dropout_op_kwargs=None, nonlin=None, nonlin_kwargs=None, deep_supervision: bool = False,
+                 decoder_kernel_sizes=None, transpconv_bias: bool = True, seg_bias: bool = True, **_ignored):
+        super().__init__()
+        self.num_tasks, self.num_classes = num_tasks, num_classes
+        _build_stemmed_unet(self, input_channels, n_stages, features_per_stage, conv_op, kernel_sizes, strides,
+                            n_conv_per_stage, num_classes, n_conv_per_stage_decoder, stem_channels, conv_bias,
+                            norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs,
+                            deep_supervision, decoder_kernel_sizes, transpconv_bias, seg_bias,
+                            extra_bottleneck_channels=0)
+        h = self.HEAD_CHANNELS
+        full_res = self.encoder.output_channels[0]
+        self.precls = nn.Sequential(norm_op(full_res, **(norm_op_kwargs or {})), nonlin(**(nonlin_kwargs or {})),
+                                    conv_op(full_res, h, 1))
+        self.head_shapes = [(h, h), (h, h), (num_classes, h)]
+        n_params = sum(o * i + o for o, i in self.head_shapes)
+        self.controller = conv_op(self.encoder.output_channels[-1] + num_tasks, n_params, 1)
+
+    def _dynamic_head(self, features: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """Per-sample 1x1x1 convs with generated weights, as one grouped conv over the batch."""
+        b = features.shape[0]
+        x = features.reshape(1, -1, *features.shape[2:])
+        offset = 0
+        for i, (out_c, in_c) in enumerate(self.head_shapes):
+            w = params[:, offset:offset + out_c * in_c].reshape(b * out_c, in_c, *[1] * (features.ndim - 2))
+            offset += out_c * in_c
+            bias = params[:, offset:offset + out_c].reshape(b * out_c)
+            offset += out_c
+            x = F.conv3d(x, w, bias, groups=b) if features.ndim == 5 else F.conv2d(x, w, bias, groups=b)
+            if i < len(self.head_shapes) - 1:
+                x = F.relu(x)
+        return x.reshape(b, -1, *features.shape[2:])
+
+    def forward_tasks(self, x: torch.Tensor, conditions: Sequence[ConditionLike]) -> List:
+        skips = self.encoder(x)
+        pooled = skips[-1].mean(dim=tuple(range(2, skips[-1].ndim)), keepdim=True)
+        decoder = self.decoder
+        outputs = []
+        for c in conditions:
+            task = self.resolve_condition(c).task
+            if task is None or not 0 <= task < self.num_tasks:
+                raise ValueError(f"DoDNetNetwork needs condition.task in 0..{self.num_tasks - 1}, got {task}")
+            code = torch.zeros(x.shape[0], self.num_tasks, *pooled.shape[2:], device=x.device, dtype=pooled.dtype)
+            code[:, task] = 1
+            params = self.controller(torch.cat((pooled, code), 1)).flatten(1)
+            feats, static = self._decode(decoder, skips)
+            dynamic = self._dynamic_head(self.precls(feats), params)
+            outputs.append([dynamic] + static[1:] if decoder.deep_supervision else dynamic)
+        return outputs
+
+    @staticmethod
+    def _decode(decoder, skips):
+        """Decoder pass returning the full-resolution features and the static heads' outputs."""
+        x, heads = skips[-1], []
+        for s in range(len(decoder.stages)):
+            x = decoder.stages[s](torch.cat((decoder.transpconvs[s](x), skips[-(s + 2)]), 1))
+            if decoder.deep_supervision:
+                heads.append(decoder.seg_layers[s](x))
+        return x, heads[::-1]
+
+    def forward(self, x: torch.Tensor, condition: ConditionLike = None):
+        return self.hide_invisible_classes(self.forward_tasks(x, [self.resolve_condition(condition)])[0])
+
+    def compute_conv_feature_map_size(self, input_size) -> np.int64:
+        return self.encoder.compute_conv_feature_map_size(input_size) + \
+            self.decoder.compute_conv_feature_map_size(input_size)
+
+    @staticmethod
+    def initialize(module: nn.Module) -> None:
+        InitWeights_He(1e-2)(module)
