@@ -9,17 +9,15 @@ from __future__ import annotations
 
 from typing import List, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
 
 from nnunetv2_universal.conditioning import ConditionedNetwork, ConditionLike
-from nnunetv2_universal.networks.uniseg import _build_stemmed_unet, _HasStem
+from nnunetv2_universal.networks.uniseg import _build_stemmed_unet, _StemmedUNetParts
 
 
-class DoDNetNetwork(_HasStem, ConditionedNetwork):
+class DoDNetNetwork(_StemmedUNetParts, ConditionedNetwork):
     """In (B, C, *patch); out logits (B, num_classes, *patch) (list over deep-supervision levels if enabled)."""
 
     HEAD_CHANNELS = 8
@@ -89,10 +87,3 @@ class DoDNetNetwork(_HasStem, ConditionedNetwork):
     def forward(self, x: torch.Tensor, condition: ConditionLike = None):
         return self.hide_invisible_classes(self.forward_tasks(x, [self.resolve_condition(condition)])[0])
 
-    def compute_conv_feature_map_size(self, input_size) -> np.int64:
-        return self.encoder.compute_conv_feature_map_size(input_size) + \
-            self.decoder.compute_conv_feature_map_size(input_size)
-
-    @staticmethod
-    def initialize(module: nn.Module) -> None:
-        InitWeights_He(1e-2)(module)

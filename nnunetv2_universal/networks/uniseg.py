@@ -57,14 +57,25 @@ PROMPT_MODES = ("universal", "fixed", "per_task")
 PROMPT_POSITIONS = ("bottleneck", "output")
 
 
-class _HasStem:
+class _StemmedUNetParts:
+    """What every network built by _build_stemmed_unet shares: stem access, VRAM estimate, nnU-Net's init."""
+
     @property
     def stem(self) -> MultiChannelStem:
         """The multi-channel first conv (a view, not a second registration: state-dict names stay d-n-a's)."""
         return self.encoder.stages[0][-1].convs[0].conv
 
+    def compute_conv_feature_map_size(self, input_size) -> np.int64:
+        return self.encoder.compute_conv_feature_map_size(input_size) + \
+            self.decoder.compute_conv_feature_map_size(input_size)
 
-class UniSegNetwork(_HasStem, ConditionedNetwork):
+    @staticmethod
+    def initialize(module: nn.Module) -> None:
+        """He init (negative slope 1e-2) for convs; a prompt keeps its N(0, 1) init."""
+        InitWeights_He(1e-2)(module)
+
+
+class UniSegNetwork(_StemmedUNetParts, ConditionedNetwork):
     """UniSeg on dynamic-network-architectures: in (B, C, *patch) with C a stem channel count, out logits
     (B, num_classes, *patch) (a list over deep-supervision levels, highest resolution first, if enabled).
 
@@ -163,17 +174,10 @@ class UniSegNetwork(_HasStem, ConditionedNetwork):
         return self.hide_invisible_classes(self.forward_tasks(x, [self.resolve_condition(condition)])[0])
 
     def compute_conv_feature_map_size(self, input_size) -> np.int64:
-        enc = self.encoder.compute_conv_feature_map_size(input_size)
-        bottleneck = np.prod(self.prompt.shape[1:], dtype=np.int64)
-        return enc + self.decoder.compute_conv_feature_map_size(input_size) + 3 * bottleneck
-
-    @staticmethod
-    def initialize(module: nn.Module) -> None:
-        """He init (negative slope 1e-2) for convs; the prompt keeps its N(0, 1) init."""
-        InitWeights_He(1e-2)(module)
+        return super().compute_conv_feature_map_size(input_size) + 3 * np.prod(self.prompt.shape[1:], dtype=np.int64)
 
 
-class UniSegBackbone(_HasStem, nn.Module):
+class UniSegBackbone(_StemmedUNetParts, nn.Module):
     """UniSeg's U-Net without prompt and FUSE: the downstream (fine-tuning) network of the paper.
 
     Same encoder (with its multi-channel stem), decoder and parameter names as UniSegNetwork; the first transposed
@@ -198,11 +202,3 @@ class UniSegBackbone(_HasStem, nn.Module):
 
     def forward(self, x: torch.Tensor):
         return self.decoder(self.encoder(x))
-
-    def compute_conv_feature_map_size(self, input_size) -> np.int64:
-        return self.encoder.compute_conv_feature_map_size(input_size) + \
-            self.decoder.compute_conv_feature_map_size(input_size)
-
-    @staticmethod
-    def initialize(module: nn.Module) -> None:
-        InitWeights_He(1e-2)(module)
