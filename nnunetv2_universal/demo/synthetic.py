@@ -1,8 +1,10 @@
 """A small deterministic synthetic multi-task, multi-modality data set for the demo and the tests.
 
 Four member datasets in nnU-Net raw format, each registering its task (`universal_task` in dataset.json):
-- SynthLiverCT: 1 channel CT in HU (air, fat-like body, organ, hyperdense lesion), labels organ=1, lesion=2.
-- SynthKidneyCT: 1 channel CT like SynthLiverCT (same spacing, so both share preprocessing), label kidney=1.
+- SynthLiverCT: 1 channel CT in HU of an abdomen (air, fat-like body, liver with a hypodense lesion, two
+  enhancing kidneys), labels organ=1, lesion=2 (the kidneys are not labelled: partial labels, as in the real datasets).
+- SynthKidneyCT: the same kind of abdomen CT (same spacing, so both tasks share preprocessing), label kidney=1
+  (the liver is not labelled).
 - SynthPETCT: 2 channels (CT in HU, PET in SUV), one hot lesion, label lesion=1.
 - SynthBrainMR: 4 channels (T1, T1ce, T2, FLAIR, arbitrary MR units, zero outside the head), nested tumour
   labels edema=1, necrosis=2, enhancing=3.
@@ -31,30 +33,35 @@ def _write(array: np.ndarray, spacing_zyx: Sequence[float], path: str) -> None:
     sitk.WriteImage(image, path, True)
 
 
-def _liver_ct(rng: np.random.Generator, shape) -> Tuple[List[np.ndarray], np.ndarray]:
+def _abdomen_ct(rng: np.random.Generator, shape):
+    """CT in HU of an abdomen with a liver (with a hypodense lesion) and two enhancing kidneys; returns ct and masks."""
     z, y, x = shape
     body = _ellipsoid(shape, (z / 2, y / 2, x / 2), (z, y * 0.45, x * 0.45))
-    center = (z / 2 + rng.uniform(-2, 2), y / 2 + rng.uniform(-6, 6), x / 2 + rng.uniform(-6, 6))
-    organ = _ellipsoid(shape, center, (z * 0.35, rng.uniform(9, 13), rng.uniform(9, 13))) & body
-    lesion_c = tuple(c + rng.uniform(-3, 3) for c in center)
-    lesion = _ellipsoid(shape, lesion_c, (z * 0.15, rng.uniform(3.5, 5), rng.uniform(3.5, 5))) & organ
+    center = (z / 2 + rng.uniform(-2, 2), y * 0.34 + rng.uniform(-2, 2), x * 0.42 + rng.uniform(-3, 3))
+    liver = _ellipsoid(shape, center, (z * 0.35, rng.uniform(7, 9), rng.uniform(9, 12))) & body
+    lesion_c = tuple(c + rng.uniform(-2.5, 2.5) for c in center)
+    lesion = _ellipsoid(shape, lesion_c, (z * 0.15, rng.uniform(3, 4.5), rng.uniform(3, 4.5))) & liver
+    kidneys = np.zeros(shape, bool)
+    for side in (-1, 1):
+        k_center = (z / 2 + rng.uniform(-2, 2), y * 0.68 + rng.uniform(-2, 2), x / 2 + side * x * 0.2)
+        kidneys |= _ellipsoid(shape, k_center, (z * 0.3, rng.uniform(4.5, 6), rng.uniform(3.5, 4.5))) & body
     ct = np.where(body, -80.0, -1000.0) + rng.normal(0, 20, shape)
-    ct[organ] = 80 + rng.normal(0, 20, organ.sum())
-    ct[lesion] = 220 + rng.normal(0, 20, lesion.sum())
-    label = organ.astype(np.uint8) + lesion.astype(np.uint8)
-    return [ct.astype(np.float32)], label
+    ct[liver] = 100 + rng.normal(0, 20, liver.sum())
+    ct[lesion] = 0 + rng.normal(0, 20, lesion.sum())
+    ct[kidneys] = 230 + rng.normal(0, 20, kidneys.sum())
+    return ct.astype(np.float32), liver, lesion, kidneys
+
+
+def _liver_ct(rng: np.random.Generator, shape) -> Tuple[List[np.ndarray], np.ndarray]:
+    """Partially labelled, like the real liver datasets: the kidneys are in the image but not in the label."""
+    ct, liver, lesion, _ = _abdomen_ct(rng, shape)
+    return [ct], liver.astype(np.uint8) + lesion.astype(np.uint8)
 
 
 def _kidney_ct(rng: np.random.Generator, shape) -> Tuple[List[np.ndarray], np.ndarray]:
-    z, y, x = shape
-    body = _ellipsoid(shape, (z / 2, y / 2, x / 2), (z, y * 0.45, x * 0.45))
-    label = np.zeros(shape, np.uint8)
-    for side in (-1, 1):
-        center = (z / 2 + rng.uniform(-2, 2), y * 0.6 + rng.uniform(-3, 3), x / 2 + side * x * 0.2)
-        label[_ellipsoid(shape, center, (z * 0.3, rng.uniform(5, 7), rng.uniform(3.5, 4.5))) & body] = 1
-    ct = np.where(body, -80.0, -1000.0) + rng.normal(0, 20, shape)
-    ct[label == 1] = 150 + rng.normal(0, 20, (label == 1).sum())
-    return [ct.astype(np.float32)], label
+    """Partially labelled: the liver is in the image but only the kidneys are labelled."""
+    ct, _, _, kidneys = _abdomen_ct(rng, shape)
+    return [ct], kidneys.astype(np.uint8)
 
 
 def _pet_ct(rng: np.random.Generator, shape) -> Tuple[List[np.ndarray], np.ndarray]:
@@ -110,7 +117,7 @@ class SyntheticTask:
 
 SYNTHETIC_TASKS = (
     SyntheticTask("SynthLiverCT", {"0": "CT"}, {"background": 0, "organ": 1, "lesion": 2}, (20, 56, 56),
-                  (2.5, 1.2, 1.2), _liver_ct, "CT of the abdomen: liver-like organ and a hyperdense lesion"),
+                  (2.5, 1.2, 1.2), _liver_ct, "CT of the abdomen: liver-like organ and a hypodense lesion"),
     SyntheticTask("SynthKidneyCT", {"0": "CT"}, {"background": 0, "kidney": 1}, (20, 56, 56), (2.5, 1.2, 1.2),
                   _kidney_ct, "CT of the abdomen: both kidneys"),
     SyntheticTask("SynthPETCT", {"0": "CT", "1": "PET"}, {"background": 0, "lesion": 1}, (20, 48, 48),

@@ -29,14 +29,14 @@ class UniSegTrainer_test(_NoMirroring, UniSegTrainer):
 
 
 class UniSegTrainer_cpuDemo(_NoMirroring, UniSegTrainer):
-    """The demo's schedule: 40 epochs x 8 batches per task, lr 0.02 (few iterations, so a faster start)."""
+    """The demo's schedule: 50 epochs x 8 batches per task, lr 0.02 (few iterations, so a faster start)."""
 
     batches_per_task_per_epoch = 8
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 40
+        self.num_epochs = 50
         self.num_val_iterations_per_epoch = 3
         self.initial_lr = 2e-2
         self.save_every = 10
