@@ -7,6 +7,7 @@ only, from the network's `condition` attribute.
 """
 from __future__ import annotations
 
+import numbers
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Optional, Tuple, Union
@@ -34,8 +35,8 @@ def as_condition(value: ConditionLike) -> Optional[Condition]:
     """Accept a Condition, a bare task index or None."""
     if value is None or isinstance(value, Condition):
         return value
-    if isinstance(value, int):
-        return Condition(task=value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return Condition(task=int(value))
     raise TypeError(f"expected a Condition, a task index or None, got {type(value).__name__}")
 
 

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
+import numpy as np
+
 from nnunetv2_universal.conditioning import Condition
 
 MEMBER_KEY = "universal_task"
@@ -60,6 +62,8 @@ class TaskSpec:
 
     def __post_init__(self):
         self.channels = {str(k): str(v) for k, v in self.channels.items()}
+        if not self.channels or sorted(self.channels) != sorted(str(i) for i in range(len(self.channels))):
+            raise RegistryError(f"task '{self.name}': channels must be keyed '0'..'N-1', got {sorted(self.channels)}")
         self.labels = {str(k): int(v) for k, v in self.labels.items()}
         if self.normalization is None:
             self.normalization = [default_normalization(self.channels[k]) for k in sorted(self.channels, key=int)]
@@ -194,6 +198,8 @@ class TaskRegistry:
         return iter(self.tasks)
 
     def index(self, task: Union[str, int]) -> int:
+        if isinstance(task, np.integer):
+            task = int(task)
         if isinstance(task, int) and not isinstance(task, bool):
             if 0 <= task < len(self.tasks):
                 return task

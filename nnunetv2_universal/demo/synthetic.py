@@ -1,10 +1,11 @@
 """A small deterministic synthetic multi-task, multi-modality data set for the demo and the tests.
 
 Four member datasets in nnU-Net raw format, each registering its task (`universal_task` in dataset.json):
-- SynthLiverCT: 1 channel CT in HU of an abdomen (air, fat-like body, liver with a hypodense lesion, two
-  enhancing kidneys), labels organ=1, lesion=2 (the kidneys are not labelled: partial labels, as in the real datasets).
-- SynthKidneyCT: the same kind of abdomen CT (same spacing, so both tasks share preprocessing), label kidney=1
-  (the liver is not labelled).
+- SynthLiverCT: 1 channel CT in HU (air, fat-like body, a liver-like organ with a hypodense lesion), labels
+  organ=1, lesion=2.
+- SynthKidneyCT: 1 channel CT (same spacing, so both CT tasks share preprocessing) with two enhancing kidneys,
+  label kidney=1. The two CT data sets show disjoint structures (no partial labels: learning to tell tasks
+  apart on shared anatomy needs far more training than a CPU demo has).
 - SynthPETCT: 2 channels (CT in HU, PET in SUV), one hot lesion, label lesion=1.
 - SynthBrainMR: 4 channels (T1, T1ce, T2, FLAIR, arbitrary MR units, zero outside the head), nested tumour
   labels edema=1, necrosis=2, enhancing=3.
@@ -33,34 +34,36 @@ def _write(array: np.ndarray, spacing_zyx: Sequence[float], path: str) -> None:
     sitk.WriteImage(image, path, True)
 
 
-def _abdomen_ct(rng: np.random.Generator, shape):
-    """CT in HU of an abdomen with a liver (with a hypodense lesion) and two enhancing kidneys; returns ct and masks."""
+def _abdomen_ct(rng: np.random.Generator, shape, with_liver: bool, with_kidneys: bool):
+    """CT in HU of an abdomen: fat-like body, optionally a liver (40 HU) with a hypodense lesion (-30 HU) and
+    two enhancing kidneys (230 HU); returns ct and the three masks."""
     z, y, x = shape
     body = _ellipsoid(shape, (z / 2, y / 2, x / 2), (z, y * 0.45, x * 0.45))
-    center = (z / 2 + rng.uniform(-2, 2), y * 0.34 + rng.uniform(-2, 2), x * 0.42 + rng.uniform(-3, 3))
-    liver = _ellipsoid(shape, center, (z * 0.35, rng.uniform(7, 9), rng.uniform(9, 12))) & body
-    lesion_c = tuple(c + rng.uniform(-2.5, 2.5) for c in center)
-    lesion = _ellipsoid(shape, lesion_c, (z * 0.15, rng.uniform(3, 4.5), rng.uniform(3, 4.5))) & liver
-    kidneys = np.zeros(shape, bool)
-    for side in (-1, 1):
-        k_center = (z / 2 + rng.uniform(-2, 2), y * 0.68 + rng.uniform(-2, 2), x / 2 + side * x * 0.2)
-        kidneys |= _ellipsoid(shape, k_center, (z * 0.3, rng.uniform(4.5, 6), rng.uniform(3.5, 4.5))) & body
-    ct = np.where(body, -80.0, -1000.0) + rng.normal(0, 20, shape)
-    ct[liver] = 100 + rng.normal(0, 20, liver.sum())
-    ct[lesion] = 0 + rng.normal(0, 20, lesion.sum())
-    ct[kidneys] = 230 + rng.normal(0, 20, kidneys.sum())
+    liver = lesion = kidneys = np.zeros(shape, bool)
+    if with_liver:
+        center = (z / 2 + rng.uniform(-2, 2), y * 0.4 + rng.uniform(-3, 3), x / 2 + rng.uniform(-5, 5))
+        liver = _ellipsoid(shape, center, (z * 0.35, rng.uniform(8, 11), rng.uniform(9, 13))) & body
+        lesion_c = tuple(c + rng.uniform(-2.5, 2.5) for c in center)
+        lesion = _ellipsoid(shape, lesion_c, (z * 0.15, rng.uniform(3, 4.5), rng.uniform(3, 4.5))) & liver
+    if with_kidneys:
+        for side in (-1, 1):
+            k_center = (z / 2 + rng.uniform(-2, 2), y * 0.6 + rng.uniform(-3, 3), x / 2 + side * x * 0.2)
+            kidneys = kidneys | (_ellipsoid(shape, k_center, (z * 0.3, rng.uniform(5, 7), rng.uniform(3.5, 4.5)))
+                                 & body)
+    ct = np.where(body, -80.0, -1000.0) + rng.normal(0, 15, shape)
+    ct[liver] = 40 + rng.normal(0, 15, liver.sum())
+    ct[lesion] = -30 + rng.normal(0, 15, lesion.sum())
+    ct[kidneys] = 230 + rng.normal(0, 15, kidneys.sum())
     return ct.astype(np.float32), liver, lesion, kidneys
 
 
 def _liver_ct(rng: np.random.Generator, shape) -> Tuple[List[np.ndarray], np.ndarray]:
-    """Partially labelled, like the real liver datasets: the kidneys are in the image but not in the label."""
-    ct, liver, lesion, _ = _abdomen_ct(rng, shape)
+    ct, liver, lesion, _ = _abdomen_ct(rng, shape, with_liver=True, with_kidneys=False)
     return [ct], liver.astype(np.uint8) + lesion.astype(np.uint8)
 
 
 def _kidney_ct(rng: np.random.Generator, shape) -> Tuple[List[np.ndarray], np.ndarray]:
-    """Partially labelled: the liver is in the image but only the kidneys are labelled."""
-    ct, _, _, kidneys = _abdomen_ct(rng, shape)
+    ct, _, _, kidneys = _abdomen_ct(rng, shape, with_liver=False, with_kidneys=True)
     return [ct], kidneys.astype(np.uint8)
 
 

@@ -1,0 +1,105 @@
+"""Unit tests of merging task-local label maps into global labels (`--all-tasks`)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nnunetv2_universal.inference.merge import GlobalLabels, merge_task_segmentations
+from nnunetv2_universal.registry import TaskRegistry, TaskSpec
+
+
+@pytest.fixture
+def labels() -> GlobalLabels:
+    registry = TaskRegistry([
+        TaskSpec("liver", "Dataset001_Liver", {"0": "CT"}, {"background": 0, "liver": 1, "tumor": 2}),
+        TaskSpec("spleen", "Dataset002_Spleen", {"0": "CT"}, {"background": 0, "spleen": 1}),
+        TaskSpec("kidney", "Dataset003_Kidney", {"0": "CT"}, {"background": 0, "kidney": 1, "tumor": 2, "cyst": 3}),
+    ])
+    return GlobalLabels(registry)
+
+
+def test_offsets_and_num_labels(labels):
+    assert labels.offsets == [0, 2, 3]
+    assert labels.num_labels == 7
+
+
+def test_global_values_and_lookup_tables(labels):
+    assert [labels.global_value(0, k) for k in range(3)] == [0, 1, 2]
+    assert [labels.global_value(1, k) for k in range(2)] == [0, 3]
+    assert [labels.global_value(2, k) for k in range(4)] == [0, 4, 5, 6]
+    np.testing.assert_array_equal(labels.lookup_table(2), [0, 4, 5, 6])
+    assert labels.lookup_table(0).dtype == np.uint16
+
+
+def test_to_dict_names(labels):
+    assert labels.to_dict() == {"background": 0, "liver:liver": 1, "liver:tumor": 2, "spleen:spleen": 3,
+                                "kidney:kidney": 4, "kidney:tumor": 5, "kidney:cyst": 6}
+    # every global value exactly once
+    assert sorted(labels.to_dict().values()) == list(range(labels.num_labels))
+
+
+def _overlapping():
+    liver = np.array([[0, 1, 2, 1],
+                      [0, 0, 1, 0]], dtype=np.uint8)
+    kidney = np.array([[3, 0, 1, 2],
+                       [0, 1, 0, 0]], dtype=np.uint8)
+    return liver, kidney
+
+
+def test_merge_default_priority_later_task_wins(labels):
+    liver, kidney = _overlapping()
+    merged = merge_task_segmentations({0: liver, 2: kidney}, labels)
+    expected = np.array([[6, 1, 4, 5],
+                         [0, 4, 1, 0]])
+    np.testing.assert_array_equal(merged, expected)
+    assert merged.dtype == np.uint8 and merged.shape == liver.shape
+
+
+def test_merge_background_never_overwrites(labels):
+    liver, kidney = _overlapping()
+    merged = merge_task_segmentations({0: liver, 2: np.zeros_like(kidney)}, labels)
+    np.testing.assert_array_equal(merged, liver)  # liver's global values equal its local ones
+    # insertion order of the dict does not matter, registry order does
+    a = merge_task_segmentations({2: kidney, 0: liver}, labels)
+    b = merge_task_segmentations({0: liver, 2: kidney}, labels)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_merge_custom_priority_reverses_winner(labels):
+    liver, kidney = _overlapping()
+    merged = merge_task_segmentations({0: liver, 2: kidney}, labels, priority=[2, 0])
+    expected = np.array([[6, 1, 2, 1],
+                         [0, 4, 1, 0]])
+    np.testing.assert_array_equal(merged, expected)
+
+
+def test_merge_unlisted_tasks_go_underneath(labels):
+    liver, kidney = _overlapping()
+    spleen = np.ones_like(liver)
+    # only liver is listed: spleen and kidney are pasted first (registry order: kidney above spleen), liver on top
+    merged = merge_task_segmentations({0: liver, 1: spleen, 2: kidney}, labels, priority=[0])
+    expected = np.array([[6, 1, 2, 1],
+                         [3, 4, 1, 3]])
+    np.testing.assert_array_equal(merged, expected)
+
+
+def test_merge_shape_mismatch_raises(labels):
+    with pytest.raises(ValueError, match="shape") as info:
+        merge_task_segmentations({0: np.zeros((2, 4), np.uint8), 1: np.zeros((2, 5), np.uint8)}, labels)
+    assert "spleen" in str(info.value)
+
+
+def test_merge_empty_raises(labels):
+    with pytest.raises(ValueError, match="nothing to merge"):
+        merge_task_segmentations({}, labels)
+
+
+def test_merge_uses_uint16_for_many_labels():
+    many = {"background": 0, **{f"c{i}": i for i in range(1, 200)}}
+    registry = TaskRegistry([TaskSpec("a", "D1", {"0": "CT"}, many), TaskSpec("b", "D2", {"0": "CT"}, many)])
+    gl = GlobalLabels(registry)
+    assert gl.num_labels == 1 + 2 * 199
+    seg = np.array([[0, 199]], dtype=np.uint8)
+    merged = merge_task_segmentations({1: seg}, gl)
+    assert merged.dtype == np.uint16
+    np.testing.assert_array_equal(merged, [[0, 398]])
