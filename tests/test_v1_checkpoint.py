@@ -146,3 +146,17 @@ def test_unknown_key_is_reported():
     sd["something_else.weight"] = torch.zeros(1)
     with pytest.raises(KeyError, match="something_else"):
         network_from_v1_state_dict(sd)
+
+
+def test_full_size_converted_network_matches_reference_forward():
+    """The real configuration (32,114,381 parameters, 64x192x192 patch): outputs equal within 1e-4 (~40 s)."""
+    sd = v1_state_dict(**PAPER, seed=3)
+    network = network_from_v1_state_dict(sd).eval()
+    x = torch.randn(1, 4, 64, 192, 192, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ours = network(x, 9)
+        ref = reference_forward(sd, x, 9, PAPER["strides"])
+    assert [tuple(o.shape) for o in ours] == [(1, 4, 64, 192, 192), (1, 4, 64, 96, 96), (1, 4, 32, 48, 48),
+                                              (1, 4, 16, 24, 24), (1, 4, 8, 12, 12)]
+    for a, b in zip(ours, ref):
+        assert torch.max(torch.abs(a - b)) < 1e-4
