@@ -22,6 +22,7 @@ from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_j
 from tqdm import tqdm
 
 FILE_ENDING = ".nii.gz"
+CT_CHANNELS = {"0": "CT"}
 
 
 class ConversionError(RuntimeError):
@@ -226,3 +227,92 @@ def task_entry(name: str, channels: Mapping[str, str], labels: Mapping[str, int]
     if normalization is not None:
         entry["normalization"] = list(normalization)
     return entry
+
+
+# ------------------------------------------------------------------- single-channel labelled volumes (CT sets)
+# (case id, image path, label path or None for a test image)
+Case = Tuple[str, str, Optional[str]]
+
+
+def case_number(case_id: str) -> Tuple[str, int]:
+    """Natural sort key for `<name>_<int>` ids (liver_2 before liver_10)."""
+    stem, _, number = case_id.rpartition("_")
+    return (stem, int(number)) if number.isdigit() else (case_id, -1)
+
+
+def read_3d(path: str, case: str) -> sitk.Image:
+    """read_image, and the image must be a 3D scalar volume."""
+    image = read_image(path, case)
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise ConversionError(f"case {case}: {path} is not a 3D single-channel volume (dimension "
+                              f"{image.GetDimension()}, {image.GetNumberOfComponentsPerPixel()} component(s))")
+    return image
+
+
+def _require_integer_values(label: sitk.Image, case: str, path: str) -> None:
+    if label.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        array = sitk.GetArrayViewFromImage(label)
+        if not np.array_equal(array, np.round(array)):
+            raise ConversionError(f"case {case}: label file {path} holds non-integer values")
+
+
+def slice_axis_order(image: sitk.Image) -> Optional[List[int]]:
+    """The axis permutation that makes the axis with the largest spacing SimpleITK axis 2 (the first axis of
+    nnU-Net's arrays), or None if axis 2 already has the largest spacing."""
+    spacing = image.GetSpacing()
+    if spacing[2] >= max(spacing) * (1 - 1e-6):
+        return None
+    slice_axis = int(np.argmax(spacing))
+    return [a for a in range(3) if a != slice_axis] + [slice_axis]
+
+
+def reorder_slice_axis_first(image: sitk.Image, order: Optional[Sequence[int]] = None) -> sitk.Image:
+    """Permute voxel axes losslessly (physical position of every voxel unchanged; spacing and direction permuted)
+    by `order`, default slice_axis_order(image)."""
+    order = slice_axis_order(image) if order is None else order
+    return image if order is None else sitk.PermuteAxes(image, [int(a) for a in order])
+
+
+def convert_labelled_case(folder: str, case_id: str, image_path: str, label_path: Optional[str],
+                          mapping: Mapping[int, int], reorder_axes: bool = False) -> str:
+    """One single-channel CT case: read, check the label's geometry against the image, remap the labels, write
+    imagesTr/<case>_0000.nii.gz + labelsTr/<case>.nii.gz (label_path None: imagesTs/<case>_0000.nii.gz)."""
+    image = read_3d(image_path, case_id)
+    if label_path is None:
+        write_case(folder, case_id, [reorder_slice_axis_first(image) if reorder_axes else image], None, split="Ts")
+        return case_id
+    label = read_3d(label_path, case_id)
+    check_geometry(image, label, case_id)
+    _require_integer_values(label, case_id, label_path)
+    label = remap_labels(label, mapping, case_id)
+    if reorder_axes:  # one permutation, taken from the image, for both
+        order = slice_axis_order(image)
+        image, label = reorder_slice_axis_first(image, order), reorder_slice_axis_first(label, order)
+    write_case(folder, case_id, [image], label)
+    return case_id
+
+
+def convert_cases(cases: Sequence[Case], dataset_id: int, name: str, labels: Mapping[str, int],
+                  mapping: Mapping[int, int], task: Mapping, description: str, num_processes: int = 1,
+                  overwrite: bool = False, reference: str = "", license: str = "see the dataset's own terms",
+                  splits: Optional[List[dict]] = None, test_cases: Sequence[Case] = (),
+                  reorder_axes: bool = False) -> str:
+    """Write a single-channel CT dataset atomically into nnUNet_raw; returns the dataset folder name."""
+    cases = require_nonempty(cases, f"training cases for {name}")
+    ids = [c[0] for c in cases] + [c[0] for c in test_cases]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ConversionError(f"{name}: case ids {duplicates} occur more than once in the source")
+    folder_name = dataset_name(dataset_id, name)
+    with staged_dataset(dataset_id, name, overwrite) as folder:
+        jobs = [(folder, case, image, label, dict(mapping), reorder_axes) for case, image, label in cases]
+        jobs += [(folder, case, image, None, dict(mapping), reorder_axes) for case, image, _ in test_cases]
+        run_cases(convert_labelled_case, jobs, num_processes, f"converting {folder_name}")
+        finish_dataset(folder, folder_name, CT_CHANNELS, labels, len(cases), task, description,
+                       reference=reference, license=license, splits=splits)
+    return folder_name
+
+
+def reject_options(options: Mapping) -> None:
+    if options:
+        raise TypeError(f"unexpected option(s) {sorted(options)}")

@@ -47,7 +47,8 @@ def collection_workspace(tmp_path_factory):
     env = clean_env(root)
     from nnunetv2_universal.demo.synthetic import make_synthetic_datasets
     members = make_synthetic_datasets(env["nnUNet_raw"], 501, num_train=5, num_test=1, seed=1)
-    run(["nnUNetv2_universal_build_collection", "-d", "501", "502", "503", "504", "-o", COLLECTION_ID, "-n", "Synth"], env)
+    run(["nnUNetv2_universal_build_collection", "-d", "501", "502", "503", "504", "-o", COLLECTION_ID, "-n",
+         "Synth"], env)
     run(["nnUNetv2_universal_plan_and_preprocess", "-d", COLLECTION_ID, "-pl", "cpu_demo", "-np", "1",
          "--no_pbar", "--verify_dataset_integrity"], env)
     return {"root": root, "env": env, "members": members}

@@ -42,7 +42,8 @@ def test_preprocessed_collection_keeps_member_settings(collection_workspace):
     splits = json.load(open(os.path.join(pre, "splits_final.json")))
     assert len(splits) == 5 and not set(splits[0]["train"]) & set(splits[0]["val"])
     dataset = json.load(open(os.path.join(pre, "dataset.json")))
-    assert set(dataset["universal"]["cases"].values()) == {"SynthLiverCT", "SynthKidneyCT", "SynthPETCT", "SynthBrainMR"}
+    assert set(dataset["universal"]["cases"].values()) == {"SynthLiverCT", "SynthKidneyCT", "SynthPETCT",
+                                                           "SynthBrainMR"}
     # CT window applied: every CT voxel in [0, 1]; 4-channel case preprocessed with 4 channels
     from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
     ds = nnUNetDatasetBlosc2(os.path.join(pre, f"{PLANS}_3d_fullres"))
@@ -61,7 +62,8 @@ def test_train_resume_predict_evaluate(trained, tmp_path):
     assert checkpoint["trainer_name"] == TRAINER and checkpoint["current_epoch"] == 1
     assert len(checkpoint["logging"]["task_pseudo_dice"]) == 1
     summary = json.load(open(os.path.join(model, "fold_0", "validation", "summary_per_task.json")))
-    assert set(summary["tasks"]) <= set(json.load(open(os.path.join(model, "dataset.json")))["universal"]["cases"].values())
+    cases = json.load(open(os.path.join(model, "dataset.json")))["universal"]["cases"]
+    assert set(summary["tasks"]) <= set(cases.values())
     assert summary["tasks"]
     assert os.path.isfile(os.path.join(model, "fold_0", "progress.png"))
 

@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import shutil
 import tempfile
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Union
 
 import numpy as np
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, maybe_mkdir_p, save_json
@@ -58,7 +58,8 @@ def _member_settings(task: TaskSpec, member: str, num_processes: int, verify: bo
     median_shape = np.median(fingerprint["shapes_after_crop"], 0)
     median_spacing = np.median(fingerprint["spacings"], 0)
     median_resampled = [int(round(s * o / t)) for s, o, t in zip(median_shape, median_spacing, target_spacing)]
-    return {"num_classes": task.num_classes, "spacing": target_spacing, "normalization_schemes": schemes, "use_mask_for_norm": use_mask,
+    return {"num_classes": task.num_classes, "spacing": target_spacing, "normalization_schemes": schemes,
+            "use_mask_for_norm": use_mask,
             "median_image_size_in_voxels": median_resampled,
             "foreground_intensity_properties_per_channel": intensities,
             "image_reader_writer": planner.determine_reader_writer().__name__}

@@ -112,16 +112,16 @@ def main(argv=None):
     from nnunetv2_universal.demo.synthetic import SYNTHETIC_TASKS, make_synthetic_datasets
     members = make_synthetic_datasets(raw, FIRST_MEMBER_ID, num_train=args.num_train, num_test=2)
     tasks = [(t.name, m) for t, m in zip(SYNTHETIC_TASKS, members)]
-    print(f"[2/6] build the collection", flush=True)
+    print("[2/6] build the collection", flush=True)
     _run([script("nnUNetv2_universal_build_collection"), "-d", *[str(FIRST_MEMBER_ID + i) for i in range(len(members))],
           "-o", str(COLLECTION_ID), "-n", "SynthUniversal"], env, log)
-    print(f"[3/6] plan and preprocess (each task keeps its spacing and normalisation)", flush=True)
+    print("[3/6] plan and preprocess (each task keeps its spacing and normalisation)", flush=True)
     _run([script("nnUNetv2_universal_plan_and_preprocess"), "-d", str(COLLECTION_ID), "-pl", "cpu_demo", "-np", "1",
           "--no_pbar"], env, log)
     print(f"[4/6] train {TRAINER} (stock nnUNetv2_train)", flush=True)
     _run([script("nnUNetv2_train"), str(COLLECTION_ID), "3d_fullres", "0", "-tr", TRAINER, "-p", PLANS,
           "-device", args.device], dict(env, nnUNet_n_proc_DA=env.get("nnUNet_n_proc_DA", "0")), log)
-    print(f"[5/6] predict held-out cases: --task per task, then --all-tasks", flush=True)
+    print("[5/6] predict held-out cases: --task per task, then --all-tasks", flush=True)
     pred_root = os.path.join(work, "predictions")
     all_inputs = os.path.join(work, "all_test_images")
     os.makedirs(all_inputs)
@@ -135,7 +135,7 @@ def main(argv=None):
               "--task", task, *common], env, log)
     _run([script("nnUNetv2_universal_predict"), "-i", all_inputs, "-o", os.path.join(pred_root, "all_tasks"),
           "--all-tasks", *common], env, log)
-    print(f"[6/6] evaluate (nnU-Net's evaluator) and draw", flush=True)
+    print("[6/6] evaluate (nnU-Net's evaluator) and draw", flush=True)
     global_labels = json.load(open(os.path.join(pred_root, "all_tasks", "labels.json")))
     table, rows = {}, []
     for task, member in tasks:

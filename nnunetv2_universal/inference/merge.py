@@ -8,7 +8,7 @@ in registry order) and the listed ones after, in the given order: the last liste
 """
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 import numpy as np
 

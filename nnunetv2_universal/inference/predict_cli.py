@@ -71,7 +71,8 @@ def main(argv=None):
     elif args.device == "cuda":
         torch.set_num_threads(1)
     predictor = UniversalPredictor(tile_step_size=args.step_size, use_gaussian=True,
-                                   use_mirroring=not args.disable_tta, perform_everything_on_device=not args.not_on_device,
+                                   use_mirroring=not args.disable_tta,
+                                   perform_everything_on_device=not args.not_on_device,
                                    device=torch.device(args.device), verbose=args.verbose,
                                    allow_tqdm=not args.disable_progress_bar)
     folds = [f if f == "all" else int(f) for f in args.f]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Union
 
-import numpy as np
 import torch
 from batchgenerators.utilities.file_and_folder_operations import join, maybe_mkdir_p, save_json
 from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
