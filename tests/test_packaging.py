@@ -1,0 +1,28 @@
+"""Every console script declared in pyproject.toml is installed and resolves to a callable; every sub-package of
+the source tree is listed in the packages."""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import tomllib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYPROJECT = tomllib.load(open(os.path.join(ROOT, "pyproject.toml"), "rb"))
+
+
+def test_console_scripts_resolve_and_are_installed():
+    scripts = PYPROJECT["project"]["scripts"]
+    assert "nnUNetv2_universal_build_collection" in scripts and len(scripts) >= 20
+    for name, target in scripts.items():
+        module, attr = target.split(":")
+        assert callable(getattr(importlib.import_module(module), attr)), name
+        assert os.path.isfile(os.path.join(os.path.dirname(sys.executable), name)), f"{name} is not installed"
+
+
+def test_all_subpackages_are_packaged():
+    listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
+    for folder, _, files in os.walk(os.path.join(ROOT, "nnunetv2_universal")):
+        if "__init__.py" in files:
+            assert os.path.relpath(folder, ROOT).replace(os.sep, ".") in listed, folder
+    assert "nnunetv2_universal.dataset_conversion" in listed
