@@ -57,12 +57,55 @@ CPU_DEMO["arch_kwargs"].update({
     "decoder_kernel_sizes": [[3, 3, 3]] * 3,
 })
 
-TEMPLATES = {"paper": PAPER, "cpu_demo": CPU_DEMO}
+ECHO_NETWORK = "nnunetv2_universal.networks.echo_prompt.EchoPromptNetwork"
+
+# Echo model (Kim et al.): 16-frame 224x224 clips, batch 5. Time is the first axis and is pooled only in the deep
+# stages (16 -> 4), so early features keep every frame; space 224 -> 7. Query/text sizes: SAM ViT neck (256) and
+# ClinicalBERT (768).
+ECHO = {
+    "plans_name": "EchoPlans",
+    "batch_size": 5,
+    "patch_size": [16, 224, 224],
+    "batch_dice": False,
+    "network_class_name": ECHO_NETWORK,
+    "arch_kwargs": {
+        "n_stages": 6,
+        "features_per_stage": [32, 64, 128, 256, 320, 320],
+        "conv_op": "torch.nn.modules.conv.Conv3d",
+        "kernel_sizes": [[3, 3, 3]] * 6,
+        "strides": [[1, 1, 1], [1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
+        "n_conv_per_stage": [2] * 6,
+        "n_conv_per_stage_decoder": [2] * 5,
+        "conv_bias": True,
+        "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+        "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+        "dropout_op": None,
+        "dropout_op_kwargs": None,
+        "nonlin": "torch.nn.LeakyReLU",
+        "nonlin_kwargs": {"inplace": True},
+        "num_views": 3,
+        "prompts_per_view": 3,
+        "prompt_length": 5,
+        "top_k": 3,
+        "query_dim": 256,
+        "query_image_size": 224,
+        "text_dim": 768,
+        "score_dim": 64,
+        "code_dim": 256,
+        "head_channels": 8,
+        "text_mode": "clinicalbert",
+        "prompt_selection": "pool",
+        "train_view_masking": True,
+    },
+    "_kw_requires_import": _REQUIRES_IMPORT,
+}
+
+TEMPLATES = {"paper": PAPER, "cpu_demo": CPU_DEMO, "echo": ECHO}
 REQUIRED_KEYS = {"plans_name", "batch_size", "patch_size", "network_class_name", "arch_kwargs"}
 
 
 def load_template(name_or_path: str) -> dict:
-    """A template by name (`paper`, `cpu_demo`) or from a JSON file."""
+    """A template by name (`paper`, `cpu_demo`, `echo`) or from a JSON file."""
     if name_or_path in TEMPLATES:
         return copy.deepcopy(TEMPLATES[name_or_path])
     if not os.path.isfile(name_or_path):

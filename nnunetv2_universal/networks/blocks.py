@@ -1,6 +1,7 @@
 """Building blocks shared by the universal networks, on top of dynamic-network-architectures.
 
 - `MultiChannelStem`: one first convolution per supported input-channel count, picked by the input's channels.
+- `GeneratedConvHead`: a stack of 1x1(x1) convs whose weights come from a controller (DoDNet-style dynamic heads).
 - `ConditionedUNetDecoder`: d-n-a's U-Net decoder contract (`stages`, `transpconvs`, `seg_layers`,
   `deep_supervision`, outputs highest resolution first) that accepts extra channels at the bottleneck (a task
   prompt, prior tokens, ...) and exposes the reference variants (decoder kernels, transpconv/head biases).
@@ -11,6 +12,7 @@ from typing import List, Optional, Sequence, Type, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from dynamic_network_architectures.building_blocks.helper import get_matching_convtransp, maybe_convert_scalar_to_list
 from dynamic_network_architectures.building_blocks.plain_conv_encoder import PlainConvEncoder
 from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
@@ -143,3 +145,34 @@ class ConditionedUNetDecoder(nn.Module):
             if self.deep_supervision or s == len(self.stages) - 1:
                 total += np.prod([self.num_classes, *size], dtype=np.int64)
         return total
+
+
+class GeneratedConvHead:
+    """1x1(x1) convs (ReLU between, none after the last) whose weights and biases are generated per instance.
+
+    `layer_shapes`: (out, in) per layer, e.g. [(8, 8), (8, 8), (1, 8)] (153 parameters, CLIP-Driven's head).
+    apply(features (N, C, *spatial), params (N, num_params)) -> (N, out_last, *spatial): the N instances run as
+    one grouped convolution. No parameters of its own (the controller that makes `params` owns them).
+    """
+
+    def __init__(self, layer_shapes: Sequence[Sequence[int]]):
+        self.layer_shapes = [tuple(int(v) for v in s) for s in layer_shapes]
+        self.num_params = sum(o * i + o for o, i in self.layer_shapes)
+
+    def apply(self, features: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        n, spatial = features.shape[0], features.shape[2:]
+        if params.shape != (n, self.num_params):
+            raise ValueError(f"expected generated parameters of shape ({n}, {self.num_params}), got "
+                             f"{tuple(params.shape)}")
+        conv = F.conv3d if len(spatial) == 3 else F.conv2d
+        x = features.reshape(1, -1, *spatial)
+        offset = 0
+        for i, (out_c, in_c) in enumerate(self.layer_shapes):
+            weight = params[:, offset:offset + out_c * in_c].reshape(n * out_c, in_c, *[1] * len(spatial))
+            offset += out_c * in_c
+            bias = params[:, offset:offset + out_c].reshape(n * out_c)
+            offset += out_c
+            x = conv(x, weight, bias, groups=n)
+            if i < len(self.layer_shapes) - 1:
+                x = F.relu(x)
+        return x.reshape(n, -1, *spatial)

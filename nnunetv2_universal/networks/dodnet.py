@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import List, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nnunetv2_universal.conditioning import ConditionedNetwork, ConditionLike
+from nnunetv2_universal.networks.blocks import GeneratedConvHead
 from nnunetv2_universal.networks.uniseg import _build_stemmed_unet, _StemmedUNetParts
 
 
@@ -38,24 +38,8 @@ class DoDNetNetwork(_StemmedUNetParts, ConditionedNetwork):
         full_res = self.encoder.output_channels[0]
         self.precls = nn.Sequential(norm_op(full_res, **(norm_op_kwargs or {})), nonlin(**(nonlin_kwargs or {})),
                                     conv_op(full_res, h, 1))
-        self.head_shapes = [(h, h), (h, h), (num_classes, h)]
-        n_params = sum(o * i + o for o, i in self.head_shapes)
-        self.controller = conv_op(self.encoder.output_channels[-1] + num_tasks, n_params, 1)
-
-    def _dynamic_head(self, features: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """Per-sample 1x1x1 convs with generated weights, as one grouped conv over the batch."""
-        b = features.shape[0]
-        x = features.reshape(1, -1, *features.shape[2:])
-        offset = 0
-        for i, (out_c, in_c) in enumerate(self.head_shapes):
-            w = params[:, offset:offset + out_c * in_c].reshape(b * out_c, in_c, *[1] * (features.ndim - 2))
-            offset += out_c * in_c
-            bias = params[:, offset:offset + out_c].reshape(b * out_c)
-            offset += out_c
-            x = F.conv3d(x, w, bias, groups=b) if features.ndim == 5 else F.conv2d(x, w, bias, groups=b)
-            if i < len(self.head_shapes) - 1:
-                x = F.relu(x)
-        return x.reshape(b, -1, *features.shape[2:])
+        self.head = GeneratedConvHead([(h, h), (h, h), (num_classes, h)])
+        self.controller = conv_op(self.encoder.output_channels[-1] + num_tasks, self.head.num_params, 1)
 
     def forward_tasks(self, x: torch.Tensor, conditions: Sequence[ConditionLike]) -> List:
         skips = self.encoder(x)
@@ -70,7 +54,7 @@ class DoDNetNetwork(_StemmedUNetParts, ConditionedNetwork):
             code[:, task] = 1
             params = self.controller(torch.cat((pooled, code), 1)).flatten(1)
             feats, static = self._decode(decoder, skips)
-            dynamic = self._dynamic_head(self.precls(feats), params)
+            dynamic = self.head.apply(self.precls(feats), params)
             outputs.append([dynamic] + static[1:] if decoder.deep_supervision else dynamic)
         return outputs
 

@@ -5,3 +5,7 @@ from nnunetv2_universal.training.variants.short_schedules import (  # noqa: F401
     UniSegFinetuneTrainer_test, UniSegTrainer_cpuDemo, UniSegTrainer_test)
 from nnunetv2_universal.training.variants.uniseg_ablations import (  # noqa: F401
     DoDNetTrainer, UniSegTrainerFixedPrompt, UniSegTrainerMultiplePrompts, UniSegTrainerUniSegT)
+from nnunetv2_universal.training.echo_trainer import EchoPromptTrainer  # noqa: F401
+from nnunetv2_universal.training.variants.echo_variants import (  # noqa: F401
+    EchoPromptTrainer_test, EchoPromptTrainerNoText, EchoPromptTrainerOneHot, EchoPromptTrainerPaperLoss,
+    EchoPromptTrainerViewGiven)

@@ -1,0 +1,49 @@
+"""ClinicalBERT embeddings of the class prompts "An echocardiography of [class].", computed once from a local
+checkpoint folder (Bio_ClinicalBERT: config.json, vocab.txt, pytorch_model.bin) and then stored in the network as
+a buffer, so training steps and prediction never load BERT.
+
+transformers' Auto classes fail on this old-style folder (no model_type, no tokenizer config), so the Bert classes
+are used explicitly, with local files only.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import torch
+
+CLINICALBERT_ENV = "nnUNet_universal_clinicalbert"
+PROMPT_TEMPLATE = "An echocardiography of {}."
+POOLINGS = ("cls", "mean")
+
+
+class TextEncoderError(RuntimeError):
+    """The text-encoder folder is missing or unreadable."""
+
+
+@torch.no_grad()
+def class_text_embeddings(class_texts: Sequence[str], path: Optional[str] = None, pooling: str = "cls",
+                          template: str = PROMPT_TEMPLATE) -> torch.Tensor:
+    """(K, hidden) embeddings of template.format(text) per class: the [CLS] token (default) or the mean over
+    the non-padding tokens of BERT's last hidden state."""
+    from transformers import BertModel, BertTokenizer
+
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    path = path or os.environ.get(CLINICALBERT_ENV)
+    if not path:
+        raise TextEncoderError(f"no text encoder given: set {CLINICALBERT_ENV} to the local Bio_ClinicalBERT folder "
+                               f"(config.json, vocab.txt, pytorch_model.bin); nothing is downloaded")
+    if not os.path.isdir(path):
+        raise TextEncoderError(f"text encoder folder {path} does not exist")
+    try:
+        tokenizer = BertTokenizer.from_pretrained(path, local_files_only=True)
+        model = BertModel.from_pretrained(path, local_files_only=True).eval()
+    except (OSError, ValueError) as e:
+        raise TextEncoderError(f"cannot load a BERT model from {path}: {e}") from e
+    tokens = tokenizer([template.format(t) for t in class_texts], padding=True, return_tensors="pt")
+    hidden = model(**tokens).last_hidden_state
+    if pooling == "cls":
+        return hidden[:, 0].float()
+    mask = tokens["attention_mask"][..., None].float()
+    return ((hidden * mask).sum(1) / mask.sum(1)).float()

@@ -1,0 +1,256 @@
+"""EchoPromptTrainer: nnU-Net's trainer for the view-agnostic echocardiography model on an echo collection.
+
+Paper defaults: MADGRAD, lr 1e-4, batch 5 (from the plans template), 100 epochs. Targets are nnU-Net regions
+(LV_epi = labels 1+2, LV_endo = label 1) plus the ignore channel that marks un-annotated frames. The loss
+(masked BCE + masked Dice) sees only annotated frames and only the classes a case's dataset annotates
+(`echo_case_metadata[case].annotated_classes`: EchoNet has LV_endo only), so both get exactly zero gradient.
+Before the first step the SAM query of every case is computed once from its (unaugmented) first frame and cached
+in the preprocessed folder; training steps read the cache and never run SAM. ClinicalBERT embeddings of the class
+prompts are computed once and stored in the network's buffer (saved with every checkpoint).
+
+Loss forms (`loss_mode`): "safe" (default) L_seg + w_pix L_pix - lambda(t) w_pr L_pr; "paper"
+(1 - lambda(t)) L_seg + w_pix L_pix - lambda(t) L_pr, where lambda(t) = exp(-5 (1 - t / t_max)^2) reaches 1 at the
+last epoch, i.e. the paper's form stops training the segmentation at the end (docs/explanation/echo-model.md).
+"""
+from __future__ import annotations
+
+import math
+import os
+from functools import partial
+from typing import List, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from batchgenerators.utilities.file_and_folder_operations import join
+from madgrad import MADGRAD
+from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_patch_size
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+from nnunetv2.utilities.helpers import dummy_context
+from torch import autocast, nn
+from torch import distributed as dist
+from torch._dynamo import OptimizedModule
+
+from nnunetv2_universal.echo.metadata import EchoMetadata
+from nnunetv2_universal.echo.query_encoder import QueryCache, load_sam_query_encoder, sam_input
+from nnunetv2_universal.echo.text_embeddings import class_text_embeddings
+
+ECHO_NETWORK = "nnunetv2_universal.networks.echo_prompt.EchoPromptNetwork"
+LOSS_MODES = ("safe", "paper")
+
+
+def ramp(progress: float) -> float:
+    """lambda(t) = exp(-5 (1 - t/t_max)^2), progress = t / t_max in [0, 1]."""
+    return math.exp(-5.0 * (1.0 - min(max(progress, 0.0), 1.0)) ** 2)
+
+
+def masked_bce_dice(logits: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor,
+                    available: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
+    """BCE + soft Dice over annotated voxels of available classes.
+
+    logits, target (B, K, *spatial); frame_mask (B, 1, *spatial), 1 on annotated frames; available (B, K).
+    Masked voxels and unavailable (sample, class) pairs contribute exactly zero gradient."""
+    weight = frame_mask * available.reshape(*available.shape, *[1] * (logits.ndim - 2))
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    bce = (bce * weight).sum() / weight.sum().clamp_min(1.0)
+    dims = tuple(range(2, logits.ndim))
+    probs = torch.sigmoid(logits) * weight
+    intersection = (probs * target).sum(dims)
+    denominator = probs.sum(dims) + (target * weight).sum(dims)
+    dice = 1 - (2 * intersection + smooth) / (denominator + smooth)
+    valid = available * (frame_mask.sum(dims) > 0).float()
+    return bce + (dice * valid).sum() / valid.sum().clamp_min(1.0)
+
+
+class EchoPromptTrainer(nnUNetTrainer):
+    """Trains EchoPromptNetwork on an echo collection (nnUNetv2_universal_build_echo_collection)."""
+
+    network_overrides: dict = {}  # architecture kwargs a variant changes (ablations)
+    loss_mode = "safe"
+    pixel_text_weight = 0.4  # DenseCLIP's auxiliary weight (the paper gives none)
+    prompt_weight = 0.1  # L2P's pull-constraint coefficient ("safe" form only)
+    score_temperature = 0.07  # DenseCLIP's tau for the pixel-text logits
+    rotation_degrees = 15.0  # echo views have a canonical orientation: no +-180 degree in-plane rotation
+    text_pooling = "cls"
+    query_batch_size = 16
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.loss_mode not in LOSS_MODES:
+            raise ValueError(f"loss_mode must be one of {LOSS_MODES}, got {self.loss_mode!r}")
+        self.metadata = EchoMetadata(dataset_json)
+        self.initial_lr = 1e-4
+        self.weight_decay = 0.0
+        self.num_epochs = 100
+        self.enable_deep_supervision = False
+        self.query_cache: Optional[QueryCache] = None
+
+    # ---- network
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
+                                   num_output_channels, enable_deep_supervision: bool = True) -> nn.Module:
+        name = configuration_manager.network_arch_class_name
+        if not name.endswith(".EchoPromptNetwork"):
+            raise ValueError(f"plans {plans_manager.plans_name!r} describe {name}, not the echo network; plan the echo "
+                             f"collection with nnUNetv2_universal_plan_echo")
+        kwargs = {**configuration_manager.network_arch_init_kwargs, **cls.network_overrides}
+        network = get_network_from_plans(name, kwargs, configuration_manager.network_arch_init_kwargs_req_import,
+                                         num_input_channels, num_output_channels, allow_init=True,
+                                         deep_supervision=False)
+        # SAM is loaded from the user's local checkpoint only when a forward pass has no cached query (prediction).
+        network.query_encoder_loader = partial(load_sam_query_encoder, None, network.query_image_size)
+        return network
+
+    def set_deep_supervision_enabled(self, enabled: bool):
+        pass  # the dynamic heads exist at full resolution only
+
+    def _plain_network(self) -> nn.Module:
+        mod = self.network.module if self.is_ddp else self.network
+        return mod._orig_mod if isinstance(mod, OptimizedModule) else mod
+
+    def _do_i_compile(self):
+        return os.environ.get("nnUNet_compile", "f").lower() in ("t", "true", "1") and super()._do_i_compile()
+
+    def configure_optimizers(self):
+        params = [p for p in self.network.parameters() if p.requires_grad]
+        optimizer = MADGRAD(params, lr=self.initial_lr, momentum=0.9, weight_decay=self.weight_decay)
+        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        # No mirroring (time and left/right anatomy must keep their direction; frame 0 must stay ED) and a small
+        # in-plane rotation only.
+        patch_size = self.configuration_manager.patch_size
+        angle = self.rotation_degrees / 180.0 * np.pi
+        rotation = (-angle, angle)
+        dummy_2d = len(patch_size) == 3
+        initial = list(get_patch_size(patch_size[1:], rotation, rotation, rotation, (0.85, 1.25)))
+        initial_patch_size = (patch_size[0], *initial)
+        self.inference_allowed_mirroring_axes = None
+        return rotation, dummy_2d, initial_patch_size, None
+
+    # ---- one-off preparation: class embeddings and the SAM query cache
+    def on_train_start(self):
+        super().on_train_start()
+        self._prepare_class_embeddings()
+        self._prepare_query_cache()
+
+    def _prepare_class_embeddings(self) -> None:
+        network = self._plain_network()
+        if network.text_mode != "clinicalbert" or bool(network.class_embeddings_ready):
+            return  # one-hot codes, or loaded from a checkpoint
+        embeddings = class_text_embeddings(self.metadata.class_texts, pooling=self.text_pooling)
+        if embeddings.shape != network.class_embeddings.shape:
+            raise ValueError(f"the text encoder gives embeddings of shape {tuple(embeddings.shape)}; the plans' "
+                             f"text_dim expects {tuple(network.class_embeddings.shape)}")
+        network.class_embeddings.copy_(embeddings.to(network.class_embeddings.device))
+        network.class_embeddings_ready.fill_(True)
+        self.print_to_log_file(f"class embeddings from the text encoder for {self.metadata.class_texts}")
+
+    def _prepare_query_cache(self) -> None:
+        network = self._plain_network()
+        encoder = network.query_encoder_loader()
+        cache = QueryCache(join(self.preprocessed_dataset_folder_base, "echo_queries"), encoder.checkpoint_id)
+        dataset = self.dataset_class(self.preprocessed_dataset_folder)
+        missing = cache.missing(dataset.identifiers)
+        if missing and self.local_rank == 0:
+            self.print_to_log_file(f"computing the SAM query of {len(missing)} case(s) (once; cached)")
+            encoder.to(self.device)
+            for start in range(0, len(missing), self.query_batch_size):
+                keys = missing[start:start + self.query_batch_size]
+                frames = torch.stack([torch.from_numpy(np.asarray(dataset.load_case(k)[0][0, 0], np.float32))
+                                      for k in keys])
+                with torch.no_grad():
+                    out = encoder(sam_input(frames.to(self.device), network.query_image_size))
+                cache.update(dict(zip(keys, out.mean(dim=(2, 3)))))
+            cache.save()
+        if self.is_ddp:
+            dist.barrier()
+            cache = QueryCache(join(self.preprocessed_dataset_folder_base, "echo_queries"), encoder.checkpoint_id)
+        if cache.stack(dataset.identifiers[:1]).shape[1] != network.prompt_pool.keys.shape[1]:
+            raise ValueError(f"the SAM encoder gives queries of size {cache.stack(dataset.identifiers[:1]).shape[1]}; "
+                             f"the plans' query_dim is {network.prompt_pool.keys.shape[1]}")
+        self.query_cache = cache
+        del encoder
+
+    # ---- steps
+    def _batch_inputs(self, batch: dict):
+        keys = list(batch["keys"])
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        target = (target[0] if isinstance(target, list) else target).to(self.device, non_blocking=True).float()
+        frame_mask = 1.0 - target[:, -1:]
+        query = self.query_cache.stack(keys).to(self.device)
+        views = torch.tensor(self.metadata.view_indices(keys), device=self.device)
+        available = torch.tensor(self.metadata.availability(keys), device=self.device, dtype=torch.float32)
+        return data, target[:, :-1], frame_mask, query, views, available
+
+    def compute_loss(self, logits, aux, target, frame_mask, available) -> torch.Tensor:
+        segmentation = masked_bce_dice(logits, target, frame_mask, available)
+        loss_parts = {"seg": segmentation}
+        pixel_text = logits.new_zeros(())
+        if aux["scores"] is not None:
+            pixel_text = masked_bce_dice(aux["scores"] / self.score_temperature, target, frame_mask, available)
+        matching = aux["selection"].matching.mean()
+        lam = ramp(self.current_epoch / max(1, self.num_epochs - 1))
+        if self.loss_mode == "paper":
+            total = (1 - lam) * segmentation + self.pixel_text_weight * pixel_text - lam * matching
+        else:
+            total = segmentation + self.pixel_text_weight * pixel_text - lam * self.prompt_weight * matching
+        loss_parts.update(pix=pixel_text, pr=matching)
+        self._last_loss_parts = {k: float(v.detach()) for k, v in loss_parts.items()}
+        return total
+
+    def train_step(self, batch: dict) -> dict:
+        data, target, frame_mask, query, views, available = self._batch_inputs(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            logits, aux = self._forward(data, query, views)
+            loss = self.compute_loss(logits, aux, target, frame_mask, available)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.optimizer.step()
+        return {"loss": loss.detach().cpu().numpy()}
+
+    def _forward(self, data, query, views):
+        if self.is_ddp:  # DDP hooks run on forward(): route forward_with_aux through it
+            return self.network(data, query=query, views=views, with_aux=True)
+        return self._plain_network().forward_with_aux(data, query=query, views=views)
+
+    def validation_step(self, batch: dict) -> dict:
+        data, target, frame_mask, query, views, available = self._batch_inputs(batch)
+        with torch.no_grad(), (autocast(self.device.type, enabled=True) if self.device.type == "cuda"
+                                else dummy_context()):
+            # eval mode: prompts are selected by similarity only (no view id), as at prediction
+            logits, aux = self._plain_network().forward_with_aux(data, query=query)
+            loss = self.compute_loss(logits, aux, target, frame_mask, available)
+        predicted = (torch.sigmoid(logits.float()) > 0.5).float()
+        mask = frame_mask * available.reshape(*available.shape, *[1] * (logits.ndim - 2))
+        axes = [0] + list(range(2, logits.ndim))
+        tp, fp, fn = ((predicted * target * mask).sum(axes), (predicted * (1 - target) * mask).sum(axes),
+                      ((1 - predicted) * target * mask).sum(axes))
+        network = self._plain_network()
+        voted = aux["selection"].voted_group(network.prompt_pool.per_group, network.num_views)
+        return {"loss": loss.detach().cpu().numpy(), "tp_hard": tp.cpu().numpy(), "fp_hard": fp.cpu().numpy(),
+                "fn_hard": fn.cpu().numpy(), "view_correct": int((voted == views).sum()), "view_total": len(views)}
+
+    def on_validation_epoch_end(self, val_outputs: List[dict]):
+        correct = sum(o.pop("view_correct") for o in val_outputs)
+        total = sum(o.pop("view_total") for o in val_outputs)
+        if self.is_ddp:
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, (correct, total))
+            correct, total = sum(g[0] for g in gathered), sum(g[1] for g in gathered)
+        super().on_validation_epoch_end(val_outputs)
+        self.view_accuracy = correct / max(1, total)
+        self.print_to_log_file(f"view accuracy of the selected prompt keys: {self.view_accuracy:.3f} "
+                               f"({correct}/{total}); loss parts {getattr(self, '_last_loss_parts', {})}")

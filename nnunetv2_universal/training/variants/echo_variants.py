@@ -1,0 +1,42 @@
+"""Echo trainer variants: the paper's ablations (Tables 3-4), the paper's loss form, and a short schedule for tests.
+
+Each variant only sets class attributes; predict with the same -tr name (the network options are part of the
+trainer, the plans stay the same).
+"""
+from __future__ import annotations
+
+import torch
+
+from nnunetv2_universal.training.echo_trainer import EchoPromptTrainer
+
+
+class EchoPromptTrainerNoText(EchoPromptTrainer):
+    """No text path: no pixel-text score maps or loss; the controller gets one-hot class codes."""
+    network_overrides = {"text_mode": "none"}
+
+
+class EchoPromptTrainerOneHot(EchoPromptTrainer):
+    """One-hot class codes instead of ClinicalBERT embeddings, everywhere the text is used."""
+    network_overrides = {"text_mode": "onehot"}
+
+
+class EchoPromptTrainerViewGiven(EchoPromptTrainer):
+    """The view id selects the prompt slots in training and at prediction (not view-agnostic: predict with
+    nnUNetv2_universal_predict_echo --view)."""
+    network_overrides = {"prompt_selection": "view"}
+
+
+class EchoPromptTrainerPaperLoss(EchoPromptTrainer):
+    """The paper's total loss as written: (1 - lambda) L_seg - lambda L_pr (+ pixel-text loss)."""
+    loss_mode = "paper"
+
+
+class EchoPromptTrainer_test(EchoPromptTrainer):
+    """One epoch of two iterations and one validation batch (tests)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 1
+        self.num_iterations_per_epoch = 2
+        self.num_val_iterations_per_epoch = 1

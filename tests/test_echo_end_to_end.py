@@ -1,0 +1,112 @@
+"""The echo model through the real console scripts on a tiny synthetic two-view collection: build the collection,
+plan and preprocess, train (EchoPromptTrainer_test), predict with stock nnUNetv2_predict and no view id, predict
+clips and the real echo cine shipped with pydicom with nnUNetv2_universal_predict_echo, evaluate."""
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+import pydicom.data
+import pytest
+import SimpleITK as sitk
+
+from conftest import clean_env, run
+from echo_synthetic import echo_test_template, tiny_bert_folder, tiny_sam_checkpoint, write_synthetic_echo_dataset
+
+COLLECTION = "663"
+
+
+@pytest.fixture(scope="module")
+def echo_workspace(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("echo"))
+    env = clean_env(root)
+    write_synthetic_echo_dataset(env["nnUNet_raw"], 661, "SynthCAMUS", "CAMUS_p", "CAMUS", "A2C", 3, 1, 2, False, 1)
+    write_synthetic_echo_dataset(env["nnUNet_raw"], 662, "SynthPeds", "PED_p", "EchoNetPediatric", "PSAX", 3, 1, 2,
+                                 True, 2)
+    env.update(nnUNet_universal_sam_checkpoint=tiny_sam_checkpoint(root),
+               nnUNet_universal_clinicalbert=tiny_bert_folder(root), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    template = echo_test_template(root)
+    run(["nnUNetv2_universal_build_echo_collection", "-d", "661", "662", "-o", COLLECTION, "-n", "SynthEcho"], env)
+    run(["nnUNetv2_universal_plan_echo", "-d", COLLECTION, "-pl", template, "-np", "1"], env)
+    run(["nnUNetv2_train", COLLECTION, "3d_fullres", "0", "-tr", "EchoPromptTrainer_test", "-p", "EchoPlansTest",
+         "-device", "cpu"], env, {"nnUNet_n_proc_DA": "0"})
+    return {"root": root, "env": env, "raw": os.path.join(env["nnUNet_raw"], f"Dataset{COLLECTION}_SynthEcho")}
+
+
+def test_collection_and_training_outputs(echo_workspace):
+    raw = echo_workspace["raw"]
+    assert len(os.listdir(os.path.join(raw, "imagesTr"))) == 8 and len(os.listdir(os.path.join(raw, "imagesTs"))) == 4
+    pre = os.path.join(echo_workspace["env"]["nnUNet_preprocessed"], f"Dataset{COLLECTION}_SynthEcho")
+    assert {"EchoPlansTest.json", "nnUNetPlans.json", "splits_final.json"} <= set(os.listdir(pre))
+    assert any(f.startswith("sam_queries_") for f in os.listdir(os.path.join(pre, "echo_queries")))
+    fold = os.path.join(echo_workspace["env"]["nnUNet_results"], f"Dataset{COLLECTION}_SynthEcho",
+                        "EchoPromptTrainer_test__EchoPlansTest__3d_fullres", "fold_0")
+    assert os.path.isfile(os.path.join(fold, "checkpoint_final.pth"))
+    log = open(sorted(f for f in (os.path.join(fold, n) for n in os.listdir(fold)) if "training_log" in f)[-1]).read()
+    assert "view accuracy of the selected prompt keys" in log
+
+
+def test_stock_predict_without_view_id(echo_workspace):
+    env, raw = echo_workspace["env"], echo_workspace["raw"]
+    out = os.path.join(echo_workspace["root"], "stock_pred")
+    run(["nnUNetv2_predict", "-i", os.path.join(raw, "imagesTs"), "-o", out, "-d", COLLECTION, "-c", "3d_fullres",
+         "-tr", "EchoPromptTrainer_test", "-p", "EchoPlansTest", "-f", "0", "-device", "cpu", "--disable_tta"], env)
+    predictions = sorted(f for f in os.listdir(out) if f.endswith(".nii.gz"))
+    assert len(predictions) == 4
+    seg = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(out, predictions[0])))
+    assert seg.shape == (16, 32, 32) and set(np.unique(seg)) <= {0, 1, 2}
+
+
+def test_predict_echo_clips_and_dicom_cine_then_evaluate(echo_workspace):
+    env, raw = echo_workspace["env"], echo_workspace["raw"]
+    out = os.path.join(echo_workspace["root"], "echo_pred")
+    cine = pydicom.data.get_testdata_file("examples_ybr_color.dcm")  # 30-frame ultrasound cine, 240 x 320
+    run(["nnUNetv2_universal_predict_echo", "-i", os.path.join(raw, "imagesTs"), cine, "-o", out, "-d", COLLECTION,
+         "-tr", "EchoPromptTrainer_test", "-p", "EchoPlansTest", "-device", "cpu"], env)
+    masks = sitk.ReadImage(os.path.join(out, "examples_ybr_color_masks.nii.gz"))
+    assert sitk.GetArrayFromImage(masks).shape == (30, 240, 320)
+    assert masks.GetSpacing()[:2] == pytest.approx((0.5104970559477806, 0.5104970559477806))  # 0.051 cm per pixel
+    with open(os.path.join(out, "examples_ybr_color_lv_area.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["frame"]) for r in rows] == list(range(30))
+    assert float(rows[1]["time_ms"]) == pytest.approx(33.3, abs=0.05)
+    assert all(r["view"] in ("A2C", "A4C", "PSAX") for r in rows)
+    with open(os.path.join(out, "views.csv")) as f:
+        views = {r["case"]: r["voted_view"] for r in csv.DictReader(f)}
+    assert len(views) == 5 and "examples_ybr_color" in views
+
+    proc = run(["nnUNetv2_universal_evaluate_echo", "-d", COLLECTION, "-pred", out], env)
+    assert "| A2C/all |" in proc.stdout and "| PSAX/EchoNetPediatric |" in proc.stdout
+    assert "View accuracy of the selected prompt keys" in proc.stdout
+    assert os.path.isfile(os.path.join(out, "summary_echo.json"))
+
+
+CACHE_CHECK = """
+import glob, os, torch
+import segment_anything.modeling.image_encoder as image_encoder
+from nnunetv2.run.run_training import get_trainer_from_args
+for f in glob.glob(os.path.join(os.environ["nnUNet_preprocessed"], "*", "echo_queries", "*.pt")):
+    os.remove(f)
+calls = [0]
+original = image_encoder.ImageEncoderViT.forward
+def counting(self, x):
+    calls[0] += 1
+    return original(self, x)
+image_encoder.ImageEncoderViT.forward = counting
+trainer = get_trainer_from_args("{collection}", "3d_fullres", 0, "EchoPromptTrainer_test", "EchoPlansTest",
+                                device=torch.device("cpu"))
+trainer.on_train_start()
+at_start = calls[0]
+trainer.on_train_epoch_start()
+for _ in range(2):
+    trainer.train_step(next(trainer.dataloader_train))
+print("SAM_CALLS", at_start, calls[0] - at_start)
+"""
+
+
+def test_sam_runs_once_per_case_before_training_never_in_a_step(echo_workspace):
+    proc = run(["python", "-c", CACHE_CHECK.format(collection=COLLECTION)], echo_workspace["env"],
+               {"nnUNet_n_proc_DA": "0"})
+    at_start, in_steps = map(int, proc.stdout.split("SAM_CALLS")[1].split())
+    assert at_start >= 1 and in_steps == 0
