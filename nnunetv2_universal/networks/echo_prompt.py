@@ -135,10 +135,18 @@ class EchoPromptNetwork(_StemmedUNetParts, ConditionedNetwork):
             x = self.decoder.stages[s](torch.cat((self.decoder.transpconvs[s](x), skips[-(s + 2)]), 1))
         return x
 
-    def score_maps(self, features: torch.Tensor) -> torch.Tensor:
+    def centred_class_embeddings(self) -> torch.Tensor:
+        """Class embeddings minus their mean over classes: the prompts share the template ("An echocardiography
+        of ...") and differ in one or two words, so their embeddings are nearly parallel (cosine ~0.99 for
+        BERT [CLS] tokens); the shared part carries no class information and would make the per-class heads
+        start out identical."""
+        embeddings = self.class_embeddings
+        return embeddings - embeddings.mean(0, keepdim=True) if embeddings.shape[0] > 1 else embeddings
+
+    def score_maps(self, features: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:
         """(B, K, *spatial) cosine between each voxel's projected feature and each class's projected embedding."""
         pixels = F.normalize(self.pixel_projection(features), dim=1, eps=1e-6)
-        text = F.normalize(self.text_projection(self.class_embeddings), dim=1, eps=1e-6)
+        text = F.normalize(self.text_projection(class_embeddings), dim=1, eps=1e-6)
         return torch.einsum("bc...,kc->bk...", pixels, text)
 
     def forward_with_aux(self, x: torch.Tensor, query: Optional[torch.Tensor] = None,
@@ -158,12 +166,13 @@ class EchoPromptNetwork(_StemmedUNetParts, ConditionedNetwork):
 
         skips = self.encoder(x)
         features = self._decode(skips)
-        scores = self.score_maps(features) if self.uses_score_maps else None
+        class_embeddings = self.centred_class_embeddings()
+        scores = self.score_maps(features, class_embeddings) if self.uses_score_maps else None
         head_features = self.head_input(features if scores is None else torch.cat((features, scores), 1))
 
         spatial_dims = tuple(range(2, skips[-1].ndim))
         image_code = self.image_code_projection(self.image_code(skips[-1]).mean(spatial_dims))  # (B, code)
-        text_code = self.text_code(self.class_embeddings)  # (K, code)
+        text_code = self.text_code(class_embeddings)  # (K, code)
         prompt_code = self.prompt_code(selection.prompts.mean(1))  # (B, code)
         k = self.num_classes
         codes = torch.cat((image_code[:, None].expand(-1, k, -1), text_code[None].expand(b, -1, -1),

@@ -8,7 +8,7 @@ Before the first step the SAM query of every case is computed once from its (una
 in the preprocessed folder; training steps read the cache and never run SAM. ClinicalBERT embeddings of the class
 prompts are computed once and stored in the network's buffer (saved with every checkpoint).
 
-Loss forms (`loss_mode`): "safe" (default) L_seg + w_pix L_pix - lambda(t) w_pr L_pr; "paper"
+Loss forms (`loss_mode`): "safe" (default, w_pr = 1) L_seg + w_pix L_pix - lambda(t) w_pr L_pr; "paper"
 (1 - lambda(t)) L_seg + w_pix L_pix - lambda(t) L_pr, where lambda(t) = exp(-5 (1 - t / t_max)^2) reaches 1 at the
 last epoch, i.e. the paper's form stops training the segmentation at the end (docs/explanation/echo-model.md).
 """
@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from batchgenerators.utilities.file_and_folder_operations import join
 from madgrad import MADGRAD
 from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_patch_size
+from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
@@ -36,6 +38,7 @@ from torch._dynamo import OptimizedModule
 from nnunetv2_universal.echo.metadata import EchoMetadata
 from nnunetv2_universal.echo.query_encoder import QueryCache, load_sam_query_encoder, sam_input
 from nnunetv2_universal.echo.text_embeddings import class_text_embeddings
+from nnunetv2_universal.training.augmenters import wrap_in_augmenters
 
 ECHO_NETWORK = "nnunetv2_universal.networks.echo_prompt.EchoPromptNetwork"
 LOSS_MODES = ("safe", "paper")
@@ -44,6 +47,17 @@ LOSS_MODES = ("safe", "paper")
 def ramp(progress: float) -> float:
     """lambda(t) = exp(-5 (1 - t/t_max)^2), progress = t / t_max in [0, 1]."""
     return math.exp(-5.0 * (1.0 - min(max(progress, 0.0), 1.0)) ** 2)
+
+
+class WholeClipDataLoader(nnUNetDataLoader):
+    """nnU-Net's loader, but every patch starts at frame 0 in time: foreground oversampling would otherwise centre
+    the patch on an annotated frame and shift the clip (frame 0 = ED no longer holds, and the cached query no
+    longer matches). Space is sampled as nnU-Net does."""
+
+    def get_bbox(self, data_shape, force_fg, class_locations, overwrite_class=None, verbose=False):
+        lbs, ubs = super().get_bbox(data_shape, force_fg, class_locations, overwrite_class, verbose)
+        lbs[0], ubs[0] = 0, self.patch_size[0]
+        return lbs, ubs
 
 
 def masked_bce_dice(logits: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor,
@@ -70,7 +84,7 @@ class EchoPromptTrainer(nnUNetTrainer):
     network_overrides: dict = {}  # architecture kwargs a variant changes (ablations)
     loss_mode = "safe"
     pixel_text_weight = 0.4  # DenseCLIP's auxiliary weight (the paper gives none)
-    prompt_weight = 0.1  # L2P's pull-constraint coefficient ("safe" form only)
+    prompt_weight = 1.0  # "safe" form; the matching loss trains only the keys (see docs/explanation/echo-model.md)
     score_temperature = 0.07  # DenseCLIP's tau for the pixel-text logits
     rotation_degrees = 15.0  # echo views have a canonical orientation: no +-180 degree in-plane rotation
     text_pooling = "cls"
@@ -131,6 +145,28 @@ class EchoPromptTrainer(nnUNetTrainer):
         self.inference_allowed_mirroring_axes = None
         return rotation, dummy_2d, initial_patch_size, None
 
+    # ---- data: whole clips in time (frame 0 = ED for the query), whole-frame annotation masks
+    def get_dataloaders(self):
+        if self.dataset_class is None:
+            self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
+        patch_size = self.configuration_manager.patch_size
+        rotation, dummy_2d, initial_patch_size, mirror_axes = \
+            self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        labels = dict(foreground_labels=self.label_manager.foreground_labels,
+                      regions=self.label_manager.foreground_regions, ignore_label=self.label_manager.ignore_label)
+        tr_transforms = self.get_training_transforms(patch_size, rotation, None, mirror_axes, dummy_2d,
+                                                     use_mask_for_norm=self.configuration_manager.use_mask_for_norm,
+                                                     is_cascaded=False, **labels)
+        val_transforms = self.get_validation_transforms(None, is_cascaded=False, **labels)
+        dataset_tr, dataset_val = self.get_tr_and_val_datasets()
+        common = dict(label_manager=self.label_manager, oversample_foreground_percent=
+                      self.oversample_foreground_percent, probabilistic_oversampling=self.probabilistic_oversampling)
+        dl_tr = WholeClipDataLoader(dataset_tr, self.batch_size, initial_patch_size, patch_size,
+                                    transforms=tr_transforms, **common)
+        dl_val = WholeClipDataLoader(dataset_val, self.batch_size, patch_size, patch_size, transforms=val_transforms,
+                                     **common)
+        return wrap_in_augmenters(dl_tr, dl_val, self.device)
+
     # ---- one-off preparation: class embeddings and the SAM query cache
     def on_train_start(self):
         super().on_train_start()
@@ -181,7 +217,9 @@ class EchoPromptTrainer(nnUNetTrainer):
         data = batch["data"].to(self.device, non_blocking=True)
         target = batch["target"]
         target = (target[0] if isinstance(target, list) else target).to(self.device, non_blocking=True).float()
-        frame_mask = 1.0 - target[:, -1:]
+        # A frame is annotated iff no voxel of it carries the ignore label (augmentation pads with background).
+        spatial = tuple(range(3, target.ndim))
+        frame_mask = (target[:, -1:].sum(spatial, keepdim=True) == 0).float().expand_as(target[:, -1:])
         query = self.query_cache.stack(keys).to(self.device)
         views = torch.tensor(self.metadata.view_indices(keys), device=self.device)
         available = torch.tensor(self.metadata.availability(keys), device=self.device, dtype=torch.float32)

@@ -8,8 +8,6 @@ from typing import List
 
 import numpy as np
 import torch
-from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
-from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 from batchgenerators.utilities.file_and_folder_operations import join, maybe_mkdir_p, save_json
 from nnunetv2.configuration import default_num_processes
 from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
@@ -17,7 +15,6 @@ from nnunetv2.inference.export_prediction import export_prediction_from_logits
 from nnunetv2.inference.sliding_window_prediction import compute_gaussian
 from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast, nn
@@ -28,6 +25,7 @@ from nnunetv2_universal.collection.sampling import TaskBalancedDataLoader
 from nnunetv2_universal.inference.predictor import UniversalPredictor
 from nnunetv2_universal.inference.stock_predict import apply_task_from_environment
 from nnunetv2_universal.registry import TaskRegistry
+from nnunetv2_universal.training.augmenters import wrap_in_augmenters
 from nnunetv2_universal.training.task_logging import TASK_DICE_KEY, TaskAwareLocalLogger
 
 
@@ -127,13 +125,7 @@ class UniSegTrainer(nnUNetTrainer):
                                        transforms=tr_transforms, **loader_kwargs)
         dl_val = TaskBalancedDataLoader(dataset_val, self.batch_size, patch_size, patch_size,
                                         transforms=val_transforms, seed=54321, **loader_kwargs)
-        n_proc = get_allowed_n_proc_DA()
-        if n_proc == 0:
-            return SingleThreadedAugmenter(dl_tr, None), SingleThreadedAugmenter(dl_val, None)
-        pin = self.device.type == "cuda"
-        return (NonDetMultiThreadedAugmenter(dl_tr, None, n_proc, max(6, n_proc // 2), None, pin, 0.002),
-                NonDetMultiThreadedAugmenter(dl_val, None, max(1, n_proc // 2), max(3, n_proc // 4), None, pin,
-                                             0.002))
+        return wrap_in_augmenters(dl_tr, dl_val, self.device)
 
     # ---- steps
     def train_step(self, batch: dict) -> dict:

@@ -1,0 +1,134 @@
+"""M4oE parts: the MoE layer (gate forms, hard routing), per-dataset heads, adding a modality, masked image
+modelling, parameter counts."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from nnunetv2_universal.networks.m4oe import M4oEUNet, expand_for_new_modality, moe_parameter_summary
+from nnunetv2_universal.networks.moe import MoEMLP
+from nnunetv2_universal.training.m4oe_trainer import modality_family
+
+
+def small_unet(**overrides) -> M4oEUNet:
+    kwargs = dict(input_channels=1, n_stages=4, features_per_stage=[8, 16, 32, 32], conv_op=nn.Conv3d,
+                  kernel_sizes=3, strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]], n_conv_per_stage=1,
+                  num_classes=4, n_conv_per_stage_decoder=1, num_tasks=3, num_experts=2, norm_op=nn.InstanceNorm3d,
+                  norm_op_kwargs={"affine": True}, nonlin=nn.LeakyReLU, deep_supervision=True)
+    kwargs.update(overrides)
+    torch.manual_seed(0)
+    return M4oEUNet(**kwargs)
+
+
+def test_paper_gate_weights_sum_to_one_per_token():
+    torch.manual_seed(0)
+    moe = MoEMLP(16, 3)
+    x = torch.randn(2, 10, 16)
+    g = moe.gate_weights(x)
+    assert g.shape == (2, 10, 3) and torch.allclose(g.sum(-1), torch.ones(2, 10))
+    expected = sum(g[..., e:e + 1] * moe.experts[e](x) for e in range(3))
+    assert torch.allclose(moe(x), expected, atol=1e-6)
+
+
+def test_code_compat_gate_and_zero_gate():
+    torch.manual_seed(0)
+    moe = MoEMLP(16, 3, gate_mode="code_compat")
+    x = torch.randn(4, 16)
+    w = torch.softmax(moe.gate(x), -1)
+    assert torch.allclose(moe(x), w * sum(e(x) for e in moe.experts), atol=1e-6)
+    paper = MoEMLP(16, 3)
+    paper.reset_gate()
+    assert torch.allclose(paper(x), sum(e(x) for e in paper.experts) / 3, atol=1e-6)
+    none = MoEMLP(16, 3, gate_mode="none")
+    assert none.gate is None and torch.allclose(none(x), sum(e(x) for e in none.experts) / 3, atol=1e-6)
+    with pytest.raises(ValueError, match="gate_mode"):
+        MoEMLP(16, 3, gate_mode="topk")
+
+
+def test_hard_routing_trains_only_the_routed_expert():
+    torch.manual_seed(0)
+    moe = MoEMLP(8, 3)
+    moe.route(torch.tensor([1, 1]))
+    out = moe(torch.randn(2, 5, 8))
+    out.sum().backward()
+    grads = [sum(p.grad.abs().sum() for p in e.parameters()) if e[0].weight.grad is not None else 0.0
+             for e in moe.experts]
+    assert grads[1] > 0 and grads[0] == 0 and grads[2] == 0
+    assert moe.gate.weight.grad is None
+    moe.route(torch.tensor([0, 5]))
+    with pytest.raises(ValueError, match="routing ids"):
+        moe(torch.randn(2, 5, 8))
+
+
+def test_network_routing_reaches_every_moe_layer():
+    net = small_unet(with_reconstruction_head=True)
+    assert len(net.moe_layers) == 3  # two deep encoder stages + one deep decoder stage
+    net.route(torch.tensor([1, 1]))
+    net.reconstruct(torch.randn(2, 1, 16, 32, 32)).sum().backward()
+    for layer in net.moe_layers:
+        assert layer.experts[0][0].weight.grad is None and layer.experts[1][0].weight.grad is not None
+    with pytest.raises(ValueError, match="expert ids"):
+        net.route(torch.tensor([2]))
+
+
+def test_heads_selected_per_sample_in_a_mixed_batch():
+    net = small_unet().eval()
+    x = torch.randn(3, 1, 16, 32, 32)
+    with torch.no_grad():
+        mixed = net(x, tasks=torch.tensor([2, 0, 1]))
+        alone = [net(x[i:i + 1], condition=t)[0] for i, t in enumerate((2, 0, 1))]
+    assert [o.shape[0] for o in mixed] == [3, 3, 3]
+    for i in range(3):
+        assert torch.allclose(mixed[0][i], alone[i][0], atol=1e-5)
+    assert not torch.allclose(mixed[0][0], net(x[:1], condition=0)[0][0])  # another head, another output
+    with pytest.raises(ValueError, match="task ids"):
+        net(x, tasks=torch.tensor([0, 3, 1]))
+
+
+@pytest.mark.parametrize("moe_in,expected", [("encoder", 2), ("decoder", 1), ("both", 3), ("none", 0)])
+def test_ablation_placements(moe_in, expected):
+    assert len(small_unet(moe_in=moe_in).moe_layers) == expected
+
+
+def test_adding_a_modality_keeps_trained_weights():
+    net = small_unet()
+    state = expand_for_new_modality(net.state_dict(), copy_from=1, new_tasks=1)
+    bigger = small_unet(num_experts=3, num_tasks=4)
+    bigger.load_state_dict(state)  # strict: every key present with the right shape
+    for old, new in zip(net.moe_layers, bigger.moe_layers):
+        assert torch.equal(new.experts[2][0].weight, old.experts[1][0].weight)
+        assert torch.equal(new.experts[0][0].weight, old.experts[0][0].weight)
+        assert torch.equal(new.gate.weight[2], old.gate.weight[1])
+    assert torch.equal(bigger.dataset_heads[0][1].weight, net.dataset_heads[0][1].weight)
+    assert not bigger.dataset_heads[0][3].weight.any()
+
+
+def test_masked_image_modelling_loss_decreases():
+    from nnunetv2_universal.training.m4oe_trainer import M4oEPretrainTrainer
+    net = small_unet(with_reconstruction_head=True, deep_supervision=False)
+    fake = type("T", (), {"blocks_per_axis": 8, "mask_ratio": 0.75, "device": torch.device("cpu")})()
+    torch.manual_seed(1)
+    yy = torch.linspace(-1, 1, 32)
+    images = torch.stack([torch.exp(-((yy[None, :, None] - c) ** 2 + yy[None, None, :] ** 2) * 4).expand(16, 32, 32)
+                          for c in (-0.3, 0.0, 0.3, 0.5)])[:, None]
+    optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    net.route(torch.zeros(4, dtype=torch.long))
+    losses = []
+    for _ in range(25):
+        mask = M4oEPretrainTrainer.block_mask(fake, images.shape)
+        error = ((net.reconstruct(images * (1 - mask)) - images) ** 2 * mask).sum() / mask.sum()
+        optimizer.zero_grad()
+        error.backward()
+        optimizer.step()
+        losses.append(float(error.detach()))
+    assert abs(float(mask.mean()) - 0.75) < 0.01
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+
+
+def test_parameter_summary_and_modality_families():
+    summary = moe_parameter_summary(small_unet())
+    assert summary["total"] == sum(p.numel() for p in small_unet().parameters())
+    assert summary["single_expert_path"] == summary["total"] - summary["experts"] / 2 - summary["gates"]
+    assert [modality_family(n) for n in ("CT", "MRI", "T1", "T2", "PET", "cineMRI", "US")] == \
+        ["CT", "MR", "MR", "MR", "PET", "MR", "US"]
