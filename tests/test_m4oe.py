@@ -132,3 +132,44 @@ def test_parameter_summary_and_modality_families():
     assert summary["single_expert_path"] == summary["total"] - summary["experts"] / 2 - summary["gates"]
     assert [modality_family(n) for n in ("CT", "MRI", "T1", "T2", "PET", "cineMRI", "US")] == \
         ["CT", "MR", "MR", "MR", "PET", "MR", "US"]
+
+
+def test_add_modality_command_output_loads_with_nnunet_pretrained_loader(tmp_path):
+    from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+
+    from nnunetv2_universal.finetuning.m4oe_modality import main
+    net = small_unet()
+    torch.save({"network_weights": net.state_dict(), "init_args": {}, "trainer_name": "M4oETrainer"},
+               tmp_path / "checkpoint_final.pth")
+    main(["-i", str(tmp_path / "checkpoint_final.pth"), "-o", str(tmp_path / "grown.pth"), "--copy_expert", "0"])
+    grown = small_unet(num_experts=3, num_tasks=4)
+    load_pretrained_weights(grown, str(tmp_path / "grown.pth"))
+    for old, new in zip(net.moe_layers, grown.moe_layers):
+        assert torch.equal(new.experts[2][3].weight, old.experts[0][3].weight)
+    assert torch.equal(grown.encoder.stages[1][0].convs[0].conv.weight, net.encoder.stages[1][0].convs[0].conv.weight)
+
+
+def test_swin_unet_moe_sizes_match_the_reference():
+    """Released-code configuration (3 experts, channel gate, 3-channel input, heads K = 14/3/16): 60.43 M; one
+    expert path without gates: 27.17 M (the paper reports 27.31 M)."""
+    from nnunetv2_universal.networks.swin_unet_moe import SwinUNetMoE
+    net = SwinUNetMoE(3, 16, 3, (224, 224), num_experts=3, gate_mode="code_compat")
+    summary = moe_parameter_summary(net)
+    assert round(summary["total"] / 1e6, 2) == 60.43 and round(summary["experts"] / 1e6, 2) == 46.95
+    assert round(summary["gates"] / 1e6, 2) == 1.96 and round(summary["single_expert_path"] / 1e6, 2) == 27.17
+
+
+def test_swin_unet_moe_forward_routing_and_heads():
+    from nnunetv2_universal.networks.swin_unet_moe import SwinUNetMoE
+    torch.manual_seed(0)
+    net = SwinUNetMoE(1, 4, 2, (64, 64), embed_dim=12, num_heads=(1, 2, 3, 4), window_size=2,
+                      with_reconstruction_head=True)
+    x = torch.randn(2, 1, 64, 64)
+    assert net(x, tasks=torch.tensor([0, 1])).shape == (2, 4, 64, 64)
+    assert len(net.moe_layers) == 14  # every block: 8 encoder, 6 decoder (as the reference)
+    net.route(torch.tensor([1, 1]))
+    net.reconstruct(x).sum().backward()
+    assert all(m.experts[0][0].weight.grad is None and m.experts[1][0].weight.grad is not None
+               for m in net.moe_layers)
+    with pytest.raises(ValueError, match="divisible"):
+        SwinUNetMoE(1, 4, 2, (60, 60))

@@ -42,3 +42,28 @@ def test_two_phases_predict_and_evaluate(collection_workspace):
     assert predictions
     proc = run(["nnUNetv2_evaluate_simple", join(env["nnUNet_raw"], liver, "labelsTs"), out, "-l", "1", "2"], env)
     assert os.path.isfile(join(out, "summary.json")), proc.stdout
+
+
+def test_swin_unet_as_nnunet_2d_configuration(collection_workspace, tmp_path):
+    """M4oE's own network: the collection planned for `-c 2d` with a shrunken m4oe_swin template, trained with
+    stock nnUNetv2_train and predicted per task."""
+    import json
+
+    from nnunetv2_universal.collection.templates import M4OE_SWIN
+    env = collection_workspace["env"]
+    template = json.loads(json.dumps(M4OE_SWIN))
+    template.update(plans_name="M4oESwinTest", batch_size=2, patch_size=[32, 32])
+    template["arch_kwargs"].update(embed_dim=12, num_heads=[1, 2, 3, 4], window_size=2)
+    path = tmp_path / "swin.json"
+    path.write_text(json.dumps(template))
+    run(["nnUNetv2_universal_plan_and_preprocess", "-d", COLLECTION_ID, "-pl", str(path), "-c", "2d", "-np", "1",
+         "--no_pbar"], env)
+    run(["nnUNetv2_train", COLLECTION_ID, "2d", "0", "-tr", "M4oESwinTrainer_test", "-p", "M4oESwinTest", "-device",
+         "cpu"], env, {"nnUNet_n_proc_DA": "0"})
+    members = collection_workspace["members"]
+    brain = next(m for m in members if "Brain" in m)
+    out = join(collection_workspace["root"], "swin_pred")
+    run(["nnUNetv2_universal_predict", "-i", join(env["nnUNet_raw"], brain, "imagesTs"), "-o", out, "-d",
+         COLLECTION_ID, "-tr", "M4oESwinTrainer_test", "-p", "M4oESwinTest", "-c", "2d", "-f", "0", "--task",
+         "SynthBrainMR", "-device", "cpu", "--disable_tta"], env)
+    assert [f for f in os.listdir(out) if f.endswith(".nii.gz")]

@@ -100,12 +100,27 @@ ECHO = {
     "_kw_requires_import": _REQUIRES_IMPORT,
 }
 
-TEMPLATES = {"paper": PAPER, "cpu_demo": CPU_DEMO, "echo": ECHO}
+SWIN_UNET_MOE_NETWORK = "nnunetv2_universal.networks.swin_unet_moe.SwinUNetMoE"
+
+# M4oE's Swin-UNet (Swin-T, 224 x 224 slices) for nnU-Net's `2d` configuration: plan with `-c 2d`.
+M4OE_SWIN = {
+    "plans_name": "M4oESwinPlans",
+    "batch_size": 24,
+    "patch_size": [224, 224],
+    "batch_dice": False,
+    "network_class_name": SWIN_UNET_MOE_NETWORK,
+    "arch_kwargs": {"num_experts": 2, "moe_in": "both", "gate_mode": "paper", "embed_dim": 96,
+                    "depths": [2, 2, 2, 2], "num_heads": [3, 6, 12, 24], "window_size": 7, "token_patch": 4,
+                    "drop_path_rate": 0.2},
+    "_kw_requires_import": [],
+}
+
+TEMPLATES = {"paper": PAPER, "cpu_demo": CPU_DEMO, "echo": ECHO, "m4oe_swin": M4OE_SWIN}
 REQUIRED_KEYS = {"plans_name", "batch_size", "patch_size", "network_class_name", "arch_kwargs"}
 
 
 def load_template(name_or_path: str) -> dict:
-    """A template by name (`paper`, `cpu_demo`, `echo`) or from a JSON file."""
+    """A template by name (`paper`, `cpu_demo`, `echo`, `m4oe_swin`) or from a JSON file."""
     if name_or_path in TEMPLATES:
         return copy.deepcopy(TEMPLATES[name_or_path])
     if not os.path.isfile(name_or_path):

@@ -32,15 +32,16 @@ class MultiChannelStem(nn.Module):
     """
 
     def __init__(self, conv_op: Type[_ConvNd], channel_counts: Sequence[int], output_channels: int,
-                 kernel_size, stride, bias: bool):
+                 kernel_size, stride, bias: bool, padding=None):
         super().__init__()
         self.channel_counts = tuple(sorted({int(c) for c in channel_counts}))
         if not self.channel_counts or min(self.channel_counts) < 1:
             raise ValueError(f"stem channel counts must be positive integers, got {channel_counts}")
         kernel_size = maybe_convert_scalar_to_list(conv_op, kernel_size)
         for c in self.channel_counts:
-            setattr(self, f"conv_{c}", conv_op(c, output_channels, kernel_size, stride,
-                                               padding=[(k - 1) // 2 for k in kernel_size], bias=bias))
+            setattr(self, f"conv_{c}", conv_op(c, output_channels, kernel_size, stride, bias=bias,
+                                               padding=[(k - 1) // 2 for k in kernel_size] if padding is None
+                                               else padding))
         self.out_channels = output_channels
 
     def conv_for(self, num_channels: int) -> _ConvNd:

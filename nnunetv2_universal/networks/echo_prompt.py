@@ -82,7 +82,9 @@ class EchoPromptNetwork(_StemmedUNetParts, ConditionedNetwork):
         self.prompt_pool = PromptPool(num_views, prompts_per_view, prompt_length, query_dim, top_k)
         self.image_code = nn.Sequential(norm_op(bottleneck, **norm_op_kwargs), nonlin(**nonlin_kwargs))
         self.image_code_projection = nn.Linear(bottleneck, code_dim)
-        self.text_code = nn.Sequential(nn.Linear(embed_dim, code_dim), nn.ReLU())
+        # Linear (no ReLU): with two nearly parallel prompts a ReLU code can die for both classes at once, and
+        # identical codes make identical heads (observed: LV_epi collapsed onto LV_endo).
+        self.text_code = nn.Linear(embed_dim, code_dim)
         self.prompt_code = nn.Linear(query_dim, code_dim)
         head_in = full_res + (num_classes if self.uses_score_maps else 0)
         self.head_input = nn.Sequential(norm_op(head_in, **norm_op_kwargs), nonlin(**nonlin_kwargs),

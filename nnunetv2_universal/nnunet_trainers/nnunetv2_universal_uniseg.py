@@ -9,7 +9,8 @@ from nnunetv2_universal.training.echo_trainer import EchoPromptTrainer  # noqa: 
 from nnunetv2_universal.training.variants.echo_variants import (  # noqa: F401
     EchoPromptTrainer_test, EchoPromptTrainerNoText, EchoPromptTrainerOneHot, EchoPromptTrainerPaperLoss,
     EchoPromptTrainerViewGiven)
-from nnunetv2_universal.training.m4oe_trainer import M4oEPretrainTrainer, M4oETrainer  # noqa: F401
+from nnunetv2_universal.training.m4oe_trainer import (  # noqa: F401
+    M4oEPretrainTrainer, M4oESwinPretrainTrainer, M4oESwinTrainer, M4oETrainer)
 from nnunetv2_universal.training.variants.m4oe_variants import (  # noqa: F401
-    M4oEPretrainTrainer_test, M4oETrainer_test, M4oETrainerCodeGate, M4oETrainerDecoderOnly, M4oETrainerEncoderOnly,
-    M4oETrainerNoGate, M4oETrainerNoMoE)
+    M4oEPretrainTrainer_test, M4oESwinTrainer_test, M4oETrainer_test, M4oETrainerCodeGate, M4oETrainerDecoderOnly,
+    M4oETrainerEncoderOnly, M4oETrainerNoGate, M4oETrainerNoMoE)

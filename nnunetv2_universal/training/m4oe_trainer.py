@@ -149,3 +149,26 @@ class M4oEPretrainTrainer(M4oETrainer):
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         self.print_to_log_file("phase 1 (masked image modelling): no segmentation to validate")
+
+
+class _SwinPlans:
+    """Mixin: the plans name the Swin-UNet (template `m4oe_swin`, configuration 2d); no deep supervision."""
+
+    network_class_name = None
+    plans_network_suffixes = (".SwinUNetMoE",)
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.enable_deep_supervision = False
+
+    def set_deep_supervision_enabled(self, enabled: bool):
+        pass
+
+
+class M4oESwinTrainer(_SwinPlans, M4oETrainer):
+    """M4oE's own network (2D Swin-UNet with M4oE MLPs), phase 2."""
+
+
+class M4oESwinPretrainTrainer(_SwinPlans, M4oEPretrainTrainer):
+    """M4oE's own network, phase 1 (masked image modelling, hard routing)."""

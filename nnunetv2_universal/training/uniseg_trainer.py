@@ -52,6 +52,7 @@ class UniSegTrainer(nnUNetTrainer):
     """Trains a UniSeg network on a collection built by nnUNetv2_universal_build_collection."""
 
     network_class_name = None  # None: the class named in the plans (UniSegNetwork); variants may swap it
+    plans_network_suffixes = (".UniSegNetwork",)  # network classes the plans may name
     batches_per_task_per_epoch = 50  # the reference's round: 50 batches of every task per epoch
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -70,9 +71,10 @@ class UniSegTrainer(nnUNetTrainer):
                                    num_output_channels, enable_deep_supervision: bool = True) -> nn.Module:
         # A classmethod (called like nnU-Net's static one) so that variants only set class attributes.
         name = configuration_manager.network_arch_class_name
-        if not name.endswith(".UniSegNetwork"):
-            raise ValueError(f"plans {plans_manager.plans_name!r} describe {name}, not a UniSeg network; plan the "
-                             f"collection with nnUNetv2_universal_plan_and_preprocess")
+        if not name.endswith(cls.plans_network_suffixes):
+            raise ValueError(f"plans {plans_manager.plans_name!r} describe {name}, not one of "
+                             f"{list(cls.plans_network_suffixes)}; plan the collection with "
+                             f"nnUNetv2_universal_plan_and_preprocess and the matching template")
         network = get_network_from_plans(cls.network_class_name or name,
                                          {**configuration_manager.network_arch_init_kwargs, **cls.network_overrides},
                                          configuration_manager.network_arch_init_kwargs_req_import,

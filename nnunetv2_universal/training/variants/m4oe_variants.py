@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from nnunetv2_universal.training.m4oe_trainer import M4oEPretrainTrainer, M4oETrainer
+from nnunetv2_universal.training.m4oe_trainer import M4oEPretrainTrainer, M4oESwinTrainer, M4oETrainer
 from nnunetv2_universal.training.variants.short_schedules import _NoMirroring
 
 
@@ -44,4 +44,8 @@ class M4oETrainer_test(_NoMirroring, _Short, M4oETrainer):
 
 
 class M4oEPretrainTrainer_test(_NoMirroring, _Short, M4oEPretrainTrainer):
+    batches_per_task_per_epoch = 1
+
+
+class M4oESwinTrainer_test(_NoMirroring, _Short, M4oESwinTrainer):
     batches_per_task_per_epoch = 1
