@@ -62,7 +62,8 @@ def _member_settings(task: TaskSpec, member: str, num_processes: int, verify: bo
             "use_mask_for_norm": use_mask,
             "median_image_size_in_voxels": median_resampled,
             "foreground_intensity_properties_per_channel": intensities,
-            "image_reader_writer": planner.determine_reader_writer().__name__}
+            "image_reader_writer": planner.determine_reader_writer().__name__,
+            "modalities": task.modalities}
 
 
 def plan_collection(collection: Union[int, str], template: str = "paper", configuration: str = "3d_fullres",

@@ -138,12 +138,15 @@ class EchoPromptNetwork(_StemmedUNetParts, ConditionedNetwork):
         return x
 
     def centred_class_embeddings(self) -> torch.Tensor:
-        """Class embeddings minus their mean over classes: the prompts share the template ("An echocardiography
-        of ...") and differ in one or two words, so their embeddings are nearly parallel (cosine ~0.99 for
-        BERT [CLS] tokens); the shared part carries no class information and would make the per-class heads
-        start out identical."""
+        """Class embeddings minus their mean over classes, L2-normalised. The prompts share the template ("An
+        echocardiography of ...") and differ in one word, so BERT [CLS] embeddings are nearly parallel (cosine
+        ~1, difference norm ~1e-3 for a random-init BERT): raw, they give both classes the same controller code,
+        the same generated head and the same map (observed: LV_epi collapsed onto LV_endo). Centring removes the
+        shared part, normalising makes the class-specific part O(1)."""
         embeddings = self.class_embeddings
-        return embeddings - embeddings.mean(0, keepdim=True) if embeddings.shape[0] > 1 else embeddings
+        if embeddings.shape[0] > 1:
+            embeddings = F.normalize(embeddings - embeddings.mean(0, keepdim=True), dim=1, eps=1e-12)
+        return embeddings
 
     def score_maps(self, features: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:
         """(B, K, *spatial) cosine between each voxel's projected feature and each class's projected embedding."""

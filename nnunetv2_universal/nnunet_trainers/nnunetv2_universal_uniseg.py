@@ -14,3 +14,6 @@ from nnunetv2_universal.training.m4oe_trainer import (  # noqa: F401
 from nnunetv2_universal.training.variants.m4oe_variants import (  # noqa: F401
     M4oEPretrainTrainer_test, M4oESwinTrainer_test, M4oETrainer_test, M4oETrainerCodeGate, M4oETrainerDecoderOnly,
     M4oETrainerEncoderOnly, M4oETrainerNoGate, M4oETrainerNoMoE)
+from nnunetv2_universal.training.hermes_trainer import HermesTrainer  # noqa: F401
+from nnunetv2_universal.training.variants.hermes_variants import (  # noqa: F401
+    HermesTrainer_test, HermesTrainerNewTasksOnly, HermesTrainerUnmaskedNull)

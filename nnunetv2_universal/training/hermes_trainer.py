@@ -1,0 +1,183 @@
+"""HermesTrainer: context-prior learning on a collection (same plans as UniSeg; the network is swapped).
+
+Global tasks are the registry's (task, foreground label) pairs in registry order. Each batch is one dataset
+(the collection's task-balanced loader): its global task ids plus one null token, and its modality id (channel 0's
+name in `modality_vocabulary`, otherwise -1 = "unknown", e.g. MR of unknown sequence). Loss per deep-supervision
+level (nnU-Net's weights): BCE + adaptive Tversky (alpha = clamp(FP / (FP + FN), 0.2, 0.8)) averaged over the
+valid (sample, task) pairs, null columns masked; plus 0.01 x cross-entropy of the modality classifier (ignoring
+unknown modalities). Optimiser: AdamW lr 2e-3, weight decay 1e-5 (the reference's LAMB needs apex), nnU-Net's
+poly schedule; no mirroring (many tasks are left/right).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+from nnunetv2.utilities.helpers import dummy_context
+from torch import autocast, nn
+
+from nnunetv2_universal.collection.task_plans import TASKS_KEY
+from nnunetv2_universal.training.uniseg_trainer import UniSegTrainer
+
+HERMES_NETWORK = "nnunetv2_universal.networks.hermes.HermesNetwork"
+MODALITY_VOCABULARY = ("CT", "PET", "T1", "T2", "cineMRI")
+
+
+def modality_id(name: str, vocabulary: Sequence[str] = MODALITY_VOCABULARY) -> int:
+    lowered = [v.lower() for v in vocabulary]
+    return lowered.index(name.lower()) if name.lower() in lowered else -1
+
+
+def adaptive_tversky(probs, target, weight, smooth: float = 1e-6):
+    """Per (b, t) Tversky loss with alpha = clamp(FP / (FP + FN), 0.2, 0.8); weighted mean over (b, t)."""
+    dims = tuple(range(2, probs.ndim))
+    tp, fp, fn = (probs * target).sum(dims), (probs * (1 - target)).sum(dims), ((1 - probs) * target).sum(dims)
+    alpha = (fp / (fp + fn + smooth)).clamp(0.2, 0.8)
+    loss = 1 - tp / (tp + alpha * fp + (1 - alpha) * fn + smooth)
+    return (loss * weight).sum() / weight.sum().clamp_min(1)
+
+
+def hermes_segmentation_loss(logits, labels, task_labels, valid):
+    """logits (B, T, ...); labels (B, 1, ...) task-local; task_labels (T,) local label of each column; valid (B, T)."""
+    target = (labels == task_labels.reshape(1, -1, *[1] * (labels.ndim - 2))).float()
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(2).mean(2)
+    bce = (bce * valid).sum() / valid.sum().clamp_min(1)
+    return bce + adaptive_tversky(torch.sigmoid(logits), target, valid)
+
+
+class HermesTrainer(UniSegTrainer):
+    """Hermes on a UniSeg collection (-p UniSegPlans / UniSegPlansCPUDemo)."""
+
+    network_class_name = HERMES_NETWORK
+    modality_vocabulary = MODALITY_VOCABULARY
+    modality_loss_weight = 0.01
+    network_overrides: dict = {}
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr, self.weight_decay = 2e-3, 1e-5
+        counts = [t.num_classes - 1 for t in self.registry]
+        self.task_offsets = np.cumsum([0] + counts[:-1]).tolist()
+        self.task_modality = [modality_id(t.modalities[0], self.modality_vocabulary) for t in self.registry]
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
+                                   num_output_channels, enable_deep_supervision: bool = True) -> nn.Module:
+        settings = configuration_manager.configuration[TASKS_KEY]
+        counts = [s["num_classes"] - 1 for s in settings.values()]
+        modalities = [modality_id(s.get("modalities", ["?"])[0], cls.modality_vocabulary) for s in settings.values()]
+        kwargs = dict(configuration_manager.network_arch_init_kwargs)
+        kwargs.setdefault("n_blocks_per_stage", kwargs.pop("n_conv_per_stage", 2))
+        kwargs.update(num_global_tasks=sum(counts), task_label_counts=counts, task_modality_ids=modalities,
+                      num_modalities=len(cls.modality_vocabulary), **cls.network_overrides)
+        return get_network_from_plans(HERMES_NETWORK, kwargs, configuration_manager.network_arch_init_kwargs_req_import,
+                                      num_input_channels, num_output_channels, allow_init=True,
+                                      deep_supervision=enable_deep_supervision)
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
+        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+    def _build_loss(self):
+        return None  # compute_loss below
+
+    def batch_tasks(self, keys):
+        """(registry task, task_ids (B, T + 1) with a null column, local labels (T + 1,), valid (B, T + 1),
+        modality ids (B,))."""
+        task = self.registry.task_of_batch(keys)
+        count = self.registry.num_classes(task) - 1
+        b = len(keys)
+        ids = torch.full((b, count + 1), -1, dtype=torch.long, device=self.device)
+        ids[:, :count] = torch.arange(self.task_offsets[task], self.task_offsets[task] + count, device=self.device)
+        labels = torch.arange(1, count + 2, device=self.device)
+        labels[-1] = -1  # the null column matches nothing
+        valid = (ids >= 0).float()
+        modality = torch.full((b,), self.task_modality[task], dtype=torch.long, device=self.device)
+        return task, ids, labels, valid, modality
+
+    def compute_loss(self, output, target, labels, valid, modality, modality_logits):
+        outputs = output if isinstance(output, (list, tuple)) else [output]
+        targets = target if isinstance(target, (list, tuple)) else [target]
+        weights = np.array([1 / (2 ** i) for i in range(len(outputs))])
+        if len(outputs) > 1:
+            weights[-1] = 0  # nnU-Net's deep-supervision weights: lowest resolution off, normalised
+        weights = weights / weights.sum()
+        loss = sum(w * hermes_segmentation_loss(o, t, labels, valid) for w, o, t in zip(weights, outputs, targets)
+                   if w > 0)
+        if (modality >= 0).any():
+            loss = loss + self.modality_loss_weight * F.cross_entropy(modality_logits, modality, ignore_index=-1)
+        return loss
+
+    def _forward_and_loss(self, batch):
+        task, ids, labels, valid, modality = self.batch_tasks(batch["keys"])
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        target = [t.to(self.device) for t in target] if isinstance(target, list) else target.to(self.device)
+        network = self._plain_network()
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            output = self.network(data, task_ids=ids, modality_ids=modality)
+            loss = self.compute_loss(output, target, labels, valid, modality, network.last_modality_logits)
+        return task, output, target, labels, loss
+
+    def train_step(self, batch: dict) -> dict:
+        self.optimizer.zero_grad(set_to_none=True)
+        _, _, _, _, loss = self._forward_and_loss(batch)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.optimizer.step()
+        return {"loss": loss.detach().cpu().numpy()}
+
+    def validation_step(self, batch: dict) -> dict:
+        with torch.no_grad():
+            task, output, target, labels, loss = self._forward_and_loss(batch)
+        if isinstance(output, (list, tuple)):
+            output, target = output[0], target[0]
+        count = len(labels) - 1
+        predicted = (output[:, :count] > 0).float()  # sigmoid > 0.5
+        truth = (target == labels[:count].reshape(1, -1, *[1] * (target.ndim - 2))).float()
+        axes = [0] + list(range(2, output.ndim))
+        tp, fp, fn = (predicted * truth).sum(axes), (predicted * (1 - truth)).sum(axes), \
+            ((1 - predicted) * truth).sum(axes)
+        return {"loss": loss.detach().cpu().numpy(), "task": task, "tp_hard": tp.cpu().numpy(),
+                "fp_hard": fp.cpu().numpy(), "fn_hard": fn.cpu().numpy()}
+
+    def _condition_batch(self, keys) -> int:  # not used: Hermes passes task and modality ids explicitly
+        return self.registry.task_of_batch(keys)
+
+
+def new_task_rows(state_dict: dict, new_tasks: int) -> dict:
+    """State dict with `new_tasks` task-prior rows inserted before every fusion point's null row (copies of the
+    null row as a neutral start), for adding tasks to a trained model."""
+    out = dict(state_dict)
+    for key, table in state_dict.items():
+        if key.endswith(".task_table"):
+            out[key] = torch.cat((table[:-1], table[-1:].expand(new_tasks, -1), table[-1:]))
+    return out
+
+
+
+
+def freeze_all_but_new_task_rows(network: nn.Module, old_rows: int) -> None:
+    """Only the task-prior rows from `old_rows` on (excluding the null row) keep receiving gradient."""
+    def keep_old_rows(grad):
+        grad = grad.clone()
+        grad[:old_rows] = 0
+        grad[-1] = 0
+        return grad
+    for name, p in network.named_parameters():
+        trainable = name.endswith(".task_table")
+        p.requires_grad_(trainable)
+        if trainable:
+            p.register_hook(keep_old_rows)

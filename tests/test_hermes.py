@@ -1,0 +1,104 @@
+"""Hermes parts: prior selection and attention masks, task-subset requests, the posterior heads, masked losses,
+the modality loss, and adding tasks to a trained model."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from nnunetv2_universal.conditioning import Condition
+from nnunetv2_universal.networks.hermes import HermesNetwork, PriorFusion
+from nnunetv2_universal.training.hermes_trainer import (adaptive_tversky, freeze_all_but_new_task_rows,
+                                                         hermes_segmentation_loss, modality_id, new_task_rows)
+
+
+def small(**overrides) -> HermesNetwork:
+    kwargs = dict(input_channels=1, n_stages=4, features_per_stage=[8, 16, 32, 32], conv_op=nn.Conv3d, kernel_sizes=3,
+                  strides=[1, 2, 2, 2], n_blocks_per_stage=1, num_classes=1, n_conv_per_stage_decoder=1,
+                  num_global_tasks=6, task_label_counts=[2, 1, 3], task_modality_ids=[0, 0, 2],
+                  norm_op=nn.InstanceNorm3d, norm_op_kwargs={"affine": True}, nonlin=nn.LeakyReLU)
+    kwargs.update(overrides)
+    torch.manual_seed(0)
+    return HermesNetwork(**kwargs)
+
+
+def test_prior_selection_and_null_masking():
+    fusion = PriorFusion(32, num_tasks=5, num_modalities=3, modality_tokens=4, depth=1)
+    priors, visible = fusion.select(torch.tensor([[0, 4, -1], [2, -1, -1]]), torch.tensor([1, -1]))
+    assert priors.shape == (2, 3 + 4, 32)
+    assert torch.equal(priors[0, 2], fusion.task_table[5]) and torch.equal(priors[1, 3:], fusion.modality_table[3])
+    assert visible.tolist() == [[True, True, False] + [True] * 4, [True, False, False] + [True] * 4]
+    x = torch.randn(2, 32, 2, 4, 4)
+    out, posteriors = fusion(x, torch.tensor([[0, 4, -1], [2, -1, -1]]), torch.tensor([1, -1]))
+    assert out.shape == x.shape and posteriors.shape == (2, 7, 32)
+    # with masking, the voxels' output does not depend on how many null tokens pad the request
+    padded, _ = fusion(x[:1], torch.tensor([[0, 4, -1, -1, -1]]), torch.tensor([1]))
+    assert torch.allclose(out[:1], padded, atol=1e-5)
+
+
+def test_requested_tasks_are_exactly_the_output_channels():
+    net = small().eval()
+    x = torch.randn(1, 1, 16, 32, 32)
+    with torch.no_grad():
+        ab = net(x, task_ids=torch.tensor([[1, 4]]), modality_ids=torch.tensor([0]))
+        ba = net(x, task_ids=torch.tensor([[4, 1]]), modality_ids=torch.tensor([0]))
+        single = net(x, task_ids=torch.tensor([[4]]), modality_ids=torch.tensor([0]))
+    assert ab.shape == (1, 2, 16, 32, 32)
+    assert torch.allclose(ab[:, 0], ba[:, 1], atol=1e-4) and torch.allclose(ab[:, 1], ba[:, 0], atol=1e-4)
+    assert not torch.allclose(single[:, 0], ab[:, 1], atol=1e-6)  # requested tasks are context for each other
+    net.condition = Condition(task=2)  # registry task 2: global tasks 3, 4, 5 and its modality (2)
+    with torch.no_grad():
+        out = net(x)
+        direct = net(x, task_ids=torch.tensor([[3, 4, 5]]), modality_ids=torch.tensor([2]))
+    assert out.shape == (1, 4, 16, 32, 32) and not out[:, 0].any()  # zero background channel for the export
+    assert torch.allclose(out[:, 1:], direct, atol=1e-5)
+    with pytest.raises(ValueError, match="task ids"):
+        net(x, task_ids=torch.tensor([[6]]), modality_ids=torch.tensor([0]))
+
+
+def test_deep_supervision_outputs_and_modality_logits():
+    net = small(deep_supervision=True)
+    out = net(torch.randn(2, 1, 16, 32, 32), task_ids=torch.tensor([[0, -1], [5, 1]]),
+              modality_ids=torch.tensor([0, -1]))
+    assert [o.shape[1:3] for o in out] == [(2, 16), (2, 8), (2, 4)]
+    assert net.last_modality_logits.shape == (2, 5)
+    assert sum(f is not None for f in net.encoder_fusion) == 2 and sum(f is not None for f in net.decoder_fusion) == 1
+
+
+def test_masked_task_losses_and_modality_loss_give_zero_gradient_where_they_should():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 4, 8, 8, requires_grad=True)
+    labels = torch.randint(0, 3, (2, 1, 4, 8, 8))
+    valid = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])  # null / padded columns
+    hermes_segmentation_loss(logits, labels, torch.tensor([1, 2, -1]), valid).backward()
+    assert logits.grad[0, 2].abs().sum() == 0 and logits.grad[1, 1:].abs().sum() == 0
+    assert logits.grad[0, :2].abs().sum() > 0
+    modality_logits = torch.randn(2, 5, requires_grad=True)
+    torch.nn.functional.cross_entropy(modality_logits, torch.tensor([1, -1]), ignore_index=-1).backward()
+    assert modality_logits.grad[1].abs().sum() == 0 and modality_logits.grad[0].abs().sum() > 0
+
+
+def test_adaptive_tversky_alpha_is_clamped():
+    target = torch.zeros(1, 1, 10)
+    target[..., :5] = 1
+    probs = torch.zeros(1, 1, 10)
+    probs[..., :5] = 1
+    probs[..., 5:] = 1  # only false positives: alpha clamps at 0.8
+    loss = adaptive_tversky(probs, target, torch.ones(1, 1))
+    assert loss == pytest.approx(1 - 5 / (5 + 0.8 * 5), abs=1e-5)
+    assert [modality_id(n) for n in ("CT", "pet", "MRI", "cineMRI")] == [0, 1, -1, 4]
+
+
+def test_adding_tasks_keeps_trained_priors_and_trains_only_the_new_rows():
+    net = small()
+    grown = small(num_global_tasks=7, task_label_counts=[2, 1, 3, 1], task_modality_ids=[0, 0, 2, 1])
+    grown.load_state_dict(new_task_rows(net.state_dict(), 1))
+    for old, new in zip([f for f in net.encoder_fusion if f is not None], [f for f in grown.encoder_fusion if f]):
+        assert torch.equal(new.task_table[:6], old.task_table[:6]) and torch.equal(new.task_table[7], old.task_table[6])
+    freeze_all_but_new_task_rows(grown, old_rows=6)
+    out = grown(torch.randn(1, 1, 16, 32, 32), task_ids=torch.tensor([[2, 6, -1]]), modality_ids=torch.tensor([1]))
+    out.sum().backward()
+    tables = [f.task_table for f in list(grown.encoder_fusion) + list(grown.decoder_fusion) if f is not None]
+    for table in tables:
+        assert table.grad[:6].abs().sum() == 0 and table.grad[7].abs().sum() == 0 and table.grad[6].abs().sum() > 0
+    assert all(p.grad is None for n, p in grown.named_parameters() if not n.endswith(".task_table"))
