@@ -102,3 +102,15 @@ def test_adding_tasks_keeps_trained_priors_and_trains_only_the_new_rows():
     for table in tables:
         assert table.grad[:6].abs().sum() == 0 and table.grad[7].abs().sum() == 0 and table.grad[6].abs().sum() > 0
     assert all(p.grad is None for n, p in grown.named_parameters() if not n.endswith(".task_table"))
+
+
+def test_add_tasks_command_output_loads_with_nnunet_pretrained_loader(tmp_path):
+    from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+
+    from nnunetv2_universal.finetuning.hermes_tasks import main
+    net = small()
+    torch.save({"network_weights": net.state_dict()}, tmp_path / "checkpoint_final.pth")
+    main(["-i", str(tmp_path / "checkpoint_final.pth"), "-o", str(tmp_path / "grown.pth"), "--new_tasks", "1"])
+    grown = small(num_global_tasks=7, task_label_counts=[2, 1, 3, 1], task_modality_ids=[0, 0, 2, 1])
+    load_pretrained_weights(grown, str(tmp_path / "grown.pth"))
+    assert torch.equal(grown.encoder_fusion[2].task_table[:6], net.encoder_fusion[2].task_table[:6])
