@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -296,8 +297,9 @@ def convert_cases(cases: Sequence[Case], dataset_id: int, name: str, labels: Map
                   mapping: Mapping[int, int], task: Mapping, description: str, num_processes: int = 1,
                   overwrite: bool = False, reference: str = "", license: str = "see the dataset's own terms",
                   splits: Optional[List[dict]] = None, test_cases: Sequence[Case] = (),
-                  reorder_axes: bool = False) -> str:
-    """Write a single-channel CT dataset atomically into nnUNet_raw; returns the dataset folder name."""
+                  reorder_axes: bool = False, channels: Mapping[str, str] = CT_CHANNELS) -> str:
+    """Write a single-channel dataset (CT unless `channels` says otherwise) atomically into nnUNet_raw; returns the
+    dataset folder name."""
     cases = require_nonempty(cases, f"training cases for {name}")
     ids = [c[0] for c in cases] + [c[0] for c in test_cases]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
@@ -308,7 +310,7 @@ def convert_cases(cases: Sequence[Case], dataset_id: int, name: str, labels: Map
         jobs = [(folder, case, image, label, dict(mapping), reorder_axes) for case, image, label in cases]
         jobs += [(folder, case, image, None, dict(mapping), reorder_axes) for case, image, _ in test_cases]
         run_cases(convert_labelled_case, jobs, num_processes, f"converting {folder_name}")
-        finish_dataset(folder, folder_name, CT_CHANNELS, labels, len(cases), task, description,
+        finish_dataset(folder, folder_name, channels, labels, len(cases), task, description,
                        reference=reference, license=license, splits=splits)
     return folder_name
 
@@ -316,3 +318,31 @@ def convert_cases(cases: Sequence[Case], dataset_id: int, name: str, labels: Map
 def reject_options(options: Mapping) -> None:
     if options:
         raise TypeError(f"unexpected option(s) {sorted(options)}")
+
+
+def numbered_files(folder: str, pattern: re.Pattern, case_prefix: str) -> Dict[int, str]:
+    """{number: path} of the files in `folder` whose name matches `pattern` (group 1 = the case number); two files
+    with one number are an error naming the case."""
+    found: Dict[int, str] = {}
+    for f in listdir_visible(folder):
+        match = pattern.match(f)
+        if match is not None:
+            number = int(match.group(1))
+            if number in found:
+                raise ConversionError(f"case {case_prefix}{number}: two files {found[number]} and {join(folder, f)}")
+            found[number] = join(folder, f)
+    return found
+
+
+def paired_cases(images: Mapping[int, str], labels: Mapping[int, str], case_prefix: str,
+                 label_folder: str) -> List[Case]:
+    """(case id, image, label) for every numbered image; a missing label or an orphan label is an error."""
+    cases = []
+    for number in sorted(images):
+        if number not in labels:
+            raise ConversionError(f"case {case_prefix}{number}: no label for {images[number]} in {label_folder}")
+        cases.append((f"{case_prefix}{number}", images[number], labels[number]))
+    orphans = sorted(set(labels) - set(images))
+    if orphans:
+        raise ConversionError(f"case {case_prefix}{orphans[0]}: {labels[orphans[0]]} has no image")
+    return cases
