@@ -9,7 +9,6 @@ import os
 import cv2
 import numpy as np
 import pytest
-import SimpleITK as sitk
 
 from fake_sources import read_array, write_image
 from nnunetv2_universal.dataset_conversion import camus, echonet_dynamic, echonet_pediatric
@@ -86,7 +85,8 @@ def test_camus_nifti_release(tmp_path, monkeypatch):
     assert dataset["labels"] == {"background": 0, "LV_epi": [1, 2], "LV_endo": [1], "ignore": 3}
     meta = dataset["echo_case_metadata"]
     assert meta["CAMUS_patient0001_A4C"] == {
-        "dataset": "CAMUS", "view": "A4C", "annotated_classes": ["LV_epi", "LV_endo"], "annotated_frames": [0, 1, 14, 15],
+        "dataset": "CAMUS", "view": "A4C", "annotated_classes": ["LV_epi", "LV_endo"],
+        "annotated_frames": [0, 1, 14, 15],
         "ed_frame": 0, "es_frame": 15, "source_frames": [0, 0, 1, 1, 2, 2, 2, 3, 3, 4, 4, 4, 5, 5, 6, 6],
         "reversed": False, "split": "train"}
     reversed_case = meta["CAMUS_patient0002_A2C"]

@@ -36,7 +36,8 @@ def test_flare22(tmp_path, monkeypatch, capsys):
     flare22.main(["-i", str(tmp_path)])
     assert "MSD Task07 Pancreas" in capsys.readouterr().out
     folder = os.path.join(raw, "Dataset640_FLARE22")
-    assert sorted(os.listdir(os.path.join(folder, "labelsTr"))) == sorted(f"flare22_{n}.nii.gz" for n in (1, 2, 3, 10, 11))
+    expected = sorted(f"flare22_{n}.nii.gz" for n in (1, 2, 3, 10, 11))
+    assert sorted(os.listdir(os.path.join(folder, "labelsTr"))) == expected
     np.testing.assert_array_equal(read_array(os.path.join(folder, "labelsTr", "flare22_10.nii.gz")), organs(10, 13))
     dataset = json.load(open(os.path.join(folder, "dataset.json")))
     assert dataset["labels"]["duodenum"] == 12 and dataset["universal_task"]["channels"] == {"0": "CT"}
@@ -58,7 +59,8 @@ def make_amos(root, with_val_labels=True):
         for n in numbers:
             direction = (-1, 0, 0, 0, -1, 0, 0, 0, 1) if n == 5 else None
             image = ct_volume(SHAPE, n) if n <= 500 else np.abs(ct_volume(SHAPE, n)).astype(np.int16)
-            write_image(str(base / f"images{sub}" / f"amos_{n:04d}.nii.gz"), image, (0.7, 0.7, 5.0), direction=direction)
+            write_image(str(base / f"images{sub}" / f"amos_{n:04d}.nii.gz"), image, (0.7, 0.7, 5.0),
+                        direction=direction)
             if sub != "Ts" and (sub == "Tr" or with_val_labels):
                 write_image(str(base / f"labels{sub}" / f"amos_{n:04d}.nii.gz"), organs(n, 15 if n <= 500 else 13),
                             (0.7, 0.7, 5.0), direction=direction)
