@@ -20,14 +20,16 @@ class Condition:
     """Ids (indices into the task registry) that select what a network computes for one batch.
 
     task: task index; modality: one modality index per input channel; view: acquisition view index (echo);
-    dataset: source dataset index (per-dataset heads); tasks: several global task ids requested at once (Hermes).
-    Unused fields stay None.
+    dataset: source dataset index (per-dataset heads); tasks: several global task ids requested at once (Hermes);
+    labels: a subset of `task`'s local label values to predict (the others are never output). Unused fields stay
+    None.
     """
     task: Optional[int] = None
     modality: Optional[Tuple[int, ...]] = None
     view: Optional[int] = None
     dataset: Optional[int] = None
     tasks: Optional[Tuple[int, ...]] = None
+    labels: Optional[Tuple[int, ...]] = None
 
 
 ConditionLike = Union[Condition, int, None]

@@ -114,3 +114,25 @@ def test_add_tasks_command_output_loads_with_nnunet_pretrained_loader(tmp_path):
     grown = small(num_global_tasks=7, task_label_counts=[2, 1, 3, 1], task_modality_ids=[0, 0, 2, 1])
     load_pretrained_weights(grown, str(tmp_path / "grown.pth"))
     assert torch.equal(grown.encoder_fusion[2].task_table[:6], net.encoder_fusion[2].task_table[:6])
+
+
+def test_label_subset_of_a_registry_task_through_the_condition():
+    """Condition(task, labels): Hermes computes only the requested priors and returns the task's channel layout
+    with the others far below the background (nnU-Net's export then never outputs them)."""
+    net = small().eval()
+    x = torch.randn(1, 1, 16, 32, 32)
+    with torch.no_grad():
+        net.condition = Condition(task=2, labels=(1, 3))
+        out = net(x)
+        direct = net(x, task_ids=torch.tensor([[3, 5]]), modality_ids=torch.tensor([2]))
+    assert out.shape == (1, 4, 16, 32, 32)
+    assert torch.allclose(out[:, 1], direct[:, 0], atol=1e-5) and torch.allclose(out[:, 3], direct[:, 1], atol=1e-5)
+    assert (out[:, 2] == -30).all() and out.argmax(1).ne(2).all()
+
+
+def test_predictor_restricts_any_network_to_labels():
+    from nnunetv2_universal.inference.predictor import restrict_to_labels
+    logits = torch.randn(1, 4, 3, 3)
+    logits[:, 2] = 100
+    out = restrict_to_labels(logits, (1, 3))
+    assert out.argmax(1).ne(2).all() and torch.equal(out[:, [0, 1, 3]], logits[:, [0, 1, 3]])

@@ -27,3 +27,12 @@ def test_hermes_trains_predicts_and_evaluates(collection_workspace):
     assert [f for f in os.listdir(out) if f.endswith(".nii.gz")]
     run(["nnUNetv2_evaluate_simple", join(env["nnUNet_raw"], brain, "labelsTs"), out, "-l", "1", "2", "3"], env)
     assert os.path.isfile(join(out, "summary.json"))
+    # a subset of the task's labels: only those priors are computed, only those labels can appear
+    subset = join(collection_workspace["root"], "hermes_pred_subset")
+    run(["nnUNetv2_universal_predict", "-i", join(env["nnUNet_raw"], brain, "imagesTs"), "-o", subset, "-d",
+         COLLECTION_ID, "-tr", "HermesTrainer_test", "-p", PLANS, "-f", "0", "--task", "SynthBrainMR", "--labels",
+         "edema", "enhancing", "-device", "cpu", "--disable_tta"], env)
+    import numpy as np
+    import SimpleITK as sitk
+    for f in (f for f in os.listdir(subset) if f.endswith(".nii.gz")):
+        assert 2 not in np.unique(sitk.GetArrayFromImage(sitk.ReadImage(join(subset, f))))

@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-f", nargs="+", default=["0"], help="folds (default 0)")
     choice = p.add_mutually_exclusive_group()
     choice.add_argument("--task", help="task name from the model's registry (see --list-tasks)")
+    p.add_argument("--labels", nargs="+", default=None,
+                   help="with --task: predict only these of its labels (names); Hermes computes only their priors")
     choice.add_argument("--all-tasks", action="store_true",
                         help="every task whose input matches the image's channels; one merged label map")
     choice.add_argument("--list-tasks", action="store_true", help="print the model's tasks and exit")
@@ -63,6 +65,8 @@ def main(argv=None):
         return
     if not args.i or not args.o:
         raise SystemExit("-i and -o are required unless --list-tasks is given")
+    if args.labels and not args.task:
+        raise SystemExit("--labels needs --task")
     if not args.task and not args.all_tasks:
         raise SystemExit("choose --task NAME or --all-tasks (list the tasks with --list-tasks)")
     ensure_trainer_folder_on_path()
@@ -79,7 +83,7 @@ def main(argv=None):
     predictor.initialize_from_trained_model_folder(model_folder, folds, args.chk)
     maybe_mkdir_p(args.o)
     if args.task:
-        predictor.select_task(args.task)
+        predictor.select_task(args.task, args.labels)
         if args.npp == 0 and args.nps == 0:  # nnUNetv2_predict's sequential mode
             predictor.predict_from_files_sequential(args.i, args.o, save_probabilities=args.save_probabilities,
                                                     overwrite=not args.continue_prediction)

@@ -8,6 +8,8 @@ per tile (only the prompt-dependent part runs per task), and the per-task label 
 """
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
@@ -38,7 +40,20 @@ class TaskSlicedLogits(nn.Module):
             outputs = self.network.forward_tasks(x, self.conditions)
         else:
             outputs = [self.network(x, c) for c in self.conditions]
-        return torch.cat([o[:, :n] for o, n in zip(outputs, self.num_classes)], 1)
+        return torch.cat([restrict_to_labels(o[:, :n], c.labels) for o, n, c in
+                          zip(outputs, self.num_classes, self.conditions)], 1)
+
+
+def restrict_to_labels(logits: torch.Tensor, labels) -> torch.Tensor:
+    """Push the foreground channels not in `labels` below every other channel (they are never the argmax)."""
+    if not labels:
+        return logits
+    hidden = [c for c in range(1, logits.shape[1]) if c not in set(labels)]
+    if not hidden:
+        return logits
+    out = logits.clone()
+    out[:, hidden] = logits.amin(1, keepdim=True) - 30.0
+    return out
 
 
 def _head_count_label_manager(num_heads: int) -> LabelManager:
@@ -102,8 +117,19 @@ class UniversalPredictor(nnUNetPredictor):
         self.label_manager = first.label_manager
         return views
 
-    def select_task(self, task: Union[str, int]) -> TaskView:
-        return self.select_tasks([task])[0]
+    def select_task(self, task: Union[str, int], labels: Optional[Sequence[str]] = None) -> TaskView:
+        """One task; `labels` (names) restricts the output to those of its labels (Hermes also computes only
+        those task priors)."""
+        view = self.select_tasks([task])[0]
+        view.condition = self.registry.condition(view.index)
+        if labels:
+            unknown = [n for n in labels if n not in view.spec.foreground_labels]
+            if unknown:
+                raise ValueError(f"task {view.spec.name} has no label(s) {unknown}; its labels: "
+                                 f"{sorted(view.spec.foreground_labels)}")
+            view.condition = dataclasses.replace(view.condition, labels=tuple(view.spec.foreground_labels[n]
+                                                                              for n in labels))
+        return view
 
     def predict_sliding_window_return_logits(self, input_image: torch.Tensor):
         if not self.active:

@@ -229,10 +229,12 @@ class HermesNetwork(ConditionedNetwork):
         # nnU-Net's predictor: tasks and modality from the condition; zero background channel for the argmax export
         cond = self.resolve_condition(condition)
         tasks, modality = cond.tasks, (-1 if not cond.modality else int(cond.modality[0]))
+        subset = None
         if not tasks and cond.task is not None and cond.task < len(self.task_label_counts):
-            # a registry task: all of its labels, with its modality
-            start = self.task_offsets[cond.task]
-            tasks = tuple(range(start, start + self.task_label_counts[cond.task]))
+            # a registry task: all of its labels (or the requested ones), with its modality
+            start, count = self.task_offsets[cond.task], self.task_label_counts[cond.task]
+            subset = sorted(set(cond.labels)) if cond.labels else list(range(1, count + 1))
+            tasks = tuple(start + label - 1 for label in subset)
             # the registry's modality indices are not Hermes' vocabulary: use the task's own modality id
             modality = self.task_modality_ids[cond.task] if cond.task < len(self.task_modality_ids) else -1
         if not tasks:
@@ -240,9 +242,21 @@ class HermesNetwork(ConditionedNetwork):
         ids = torch.tensor([list(tasks)] * x.shape[0], device=x.device)
         logits, self.last_modality_logits = self.forward_ids(x, ids, torch.full((x.shape[0],), modality,
                                                                                  device=x.device))
+        if subset is not None and len(subset) < self.task_label_counts[cond.task]:
+            # only the requested labels were computed: the others become channels that never win the argmax
+            logits = [_scatter_labels(z, subset, self.task_label_counts[cond.task]) for z in
+                      (logits if isinstance(logits, list) else [logits])]
+            logits = logits if self.decoder.deep_supervision else logits[0]
         if isinstance(logits, list):
             return [_with_background(z) for z in logits]
         return _with_background(logits)
+
+
+def _scatter_labels(logits: torch.Tensor, labels: Sequence[int], count: int) -> torch.Tensor:
+    """(B, len(labels), ...) -> (B, count, ...): requested label l in channel l - 1, the rest far below zero."""
+    out = logits.new_full((logits.shape[0], count, *logits.shape[2:]), -30.0)
+    out[:, [label - 1 for label in labels]] = logits
+    return out
 
 
 def _with_background(logits: torch.Tensor) -> torch.Tensor:
