@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Dict, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 from batchgenerators.utilities.file_and_folder_operations import join
 
 from nnunetv2_universal.dataset_conversion.msd import Case, case_number, convert_cases, reject_options
-from nnunetv2_universal.dataset_conversion.toolkit import (ConversionError, converter_parser, listdir_visible,
+from nnunetv2_universal.dataset_conversion.toolkit import (ConversionError, converter_parser, numbered_files,
                                                            raw_root, require_nonempty, seeded_split, task_entry)
 
 DEFAULT_ID = 612
@@ -62,27 +62,15 @@ def _raw_data_folder(source: str) -> str:
                           f"parent)")
 
 
-def _numbered(folder: str, pattern: re.Pattern) -> Dict[int, str]:
-    found = {}
-    for f in listdir_visible(folder):
-        match = pattern.match(f)
-        if match is not None:
-            number = int(match.group(1))
-            if number in found:
-                raise ConversionError(f"case bcv_{number}: two files {found[number]} and {join(folder, f)}")
-            found[number] = join(folder, f)
-    return found
-
-
 def find_cases(source: str) -> Tuple[List[Case], List[Case]]:
     """Labelled training cases and unlabelled test cases."""
     root = _raw_data_folder(source)
     image_dir, label_dir = join(root, "Training", "img"), join(root, "Training", "label")
-    images = _numbered(image_dir, _IMAGE)
+    images = numbered_files(image_dir, _IMAGE, "bcv_")
     require_nonempty(images, f"BTCV training images (imgNNNN.nii.gz) in {image_dir}")
     if not os.path.isdir(label_dir):
         raise ConversionError(f"{root}: Training/label/ is missing")
-    labels = _numbered(label_dir, _LABEL)
+    labels = numbered_files(label_dir, _LABEL, "bcv_")
     cases = []
     for number in sorted(images):
         if number not in labels:
@@ -93,7 +81,7 @@ def find_cases(source: str) -> Tuple[List[Case], List[Case]]:
     if orphans:
         raise ConversionError(f"case bcv_{orphans[0]}: {labels[orphans[0]]} has no image in {image_dir}")
     test_dir = join(root, "Testing", "img")
-    tests = _numbered(test_dir, _IMAGE) if os.path.isdir(test_dir) else {}
+    tests = numbered_files(test_dir, _IMAGE, "bcv_") if os.path.isdir(test_dir) else {}
     test_cases = [(f"bcv_{n}", path, None) for n, path in sorted(tests.items())]
     return cases, test_cases
 

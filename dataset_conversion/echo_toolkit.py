@@ -124,3 +124,19 @@ def ed_es_from_traces(masks: Mapping[int, np.ndarray], case: str) -> Tuple[int, 
         raise ConversionError(f"case {case}: {len(masks)} traced frame(s), need ED and ES")
     ordered = sorted(masks, key=lambda f: int(masks[f].sum()))
     return ordered[-1], ordered[0]
+
+
+def convert_traced_video(folder: str, video_path: str, case: str, dataset: str, view: str,
+                         traces: Mapping[int, Tuple[Sequence[float], Sequence[float]]], split: str) -> Tuple[str, dict]:
+    """EchoNet-style clip: polygons {frame: (xs, ys)} on the video grid -> ED/ES masks (larger area = ED) -> one
+    16-frame clip written to imagesTr/labelsTr (imagesTs/labelsTs for test); returns (case, metadata)."""
+    frames = read_video(video_path, case)
+    for frame in traces:
+        if frame >= len(frames):
+            raise ConversionError(f"case {case}: tracing at frame {frame} but {video_path} has {len(frames)} frames")
+    masks = {f: polygon_mask(xs, ys, frames.shape[1:]) for f, (xs, ys) in traces.items()}
+    ed, es = ed_es_from_traces(masks, case)
+    indices, reversed_ = sample_indices(ed, es)
+    image, label, annotated = build_clip(frames, {ed: masks[ed], es: masks[es]}, indices, case)
+    write_clip(folder, case, image, label, split == "test")
+    return case, case_metadata(dataset, view, ["LV_endo"], annotated, indices, es, reversed_, split)

@@ -23,9 +23,7 @@ from typing import Dict, List, Optional, Tuple
 
 from batchgenerators.utilities.file_and_folder_operations import join
 
-from nnunetv2_universal.dataset_conversion.echo_toolkit import (build_clip, case_metadata, ed_es_from_traces,
-                                                                finish_echo_dataset, polygon_mask, read_csv,
-                                                                read_video, sample_indices, write_clip)
+from nnunetv2_universal.dataset_conversion.echo_toolkit import convert_traced_video, finish_echo_dataset, read_csv
 from nnunetv2_universal.dataset_conversion.toolkit import ConversionError, converter_parser, raw_root, run_cases, \
     staged_dataset
 
@@ -54,21 +52,6 @@ def chord_traces(rows: List[dict]) -> Dict[str, Dict[int, Tuple[list, list]]]:
     return traces
 
 
-def convert_video(folder: str, video_path: str, case: str, traces: Dict[int, Tuple[list, list]],
-                  split: str) -> Tuple[str, dict]:
-    frames = read_video(video_path, case)
-    for frame in traces:
-        if frame >= len(frames):
-            raise ConversionError(f"case {case}: tracing at frame {frame} but {video_path} has {len(frames)} frames")
-    masks = {f: polygon_mask(xs, ys, frames.shape[1:]) for f, (xs, ys) in traces.items()}
-    ed, es = ed_es_from_traces(masks, case)
-    masks = {ed: masks[ed], es: masks[es]}
-    indices, reversed_ = sample_indices(ed, es)
-    image, label, annotated = build_clip(frames, masks, indices, case)
-    write_clip(folder, case, image, label, split == "test")
-    return case, case_metadata(NAME, "A4C", ["LV_endo"], annotated, indices, es, reversed_, split)
-
-
 def convert_echonet_dynamic(source: str, dataset_id: int = DEFAULT_ID, num_processes: int = 1,
                             overwrite: bool = False) -> str:
     if not os.path.isdir(source):
@@ -87,12 +70,12 @@ def convert_echonet_dynamic(source: str, dataset_id: int = DEFAULT_ID, num_proce
             continue
         if row["Split"].upper() not in SPLITS:
             raise ConversionError(f"case {row['FileName']}: unknown Split {row['Split']!r}")
-        jobs.append((join(source, "Videos", video), f"DYN_{row['FileName']}", traces[video],
+        jobs.append((join(source, "Videos", video), f"DYN_{row['FileName']}", NAME, "A4C", traces[video],
                      SPLITS[row["Split"].upper()]))
     if skipped:
         print(f"EchoNet-Dynamic: {skipped} video(s) with fewer than two traced frames skipped")
     with staged_dataset(dataset_id, NAME, overwrite) as folder:
-        metadata = dict(run_cases(convert_video, [(folder, *j) for j in jobs], num_processes, "EchoNet-Dynamic"))
+        metadata = dict(run_cases(convert_traced_video, [(folder, *j) for j in jobs], num_processes, "EchoNet-Dynamic"))
         parts = {p: sorted(c for c, m in metadata.items() if m["split"] == p) for p in ("train", "val")}
         finish_echo_dataset(folder, NAME, metadata, [parts], DESCRIPTION, REFERENCE)
     return f"Dataset{int(dataset_id):03d}_{NAME}"

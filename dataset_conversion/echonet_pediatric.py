@@ -24,9 +24,7 @@ from typing import Dict, List, Optional, Tuple
 
 from batchgenerators.utilities.file_and_folder_operations import join
 
-from nnunetv2_universal.dataset_conversion.echo_toolkit import (build_clip, case_metadata, ed_es_from_traces,
-                                                                finish_echo_dataset, polygon_mask, read_csv,
-                                                                read_video, sample_indices, write_clip)
+from nnunetv2_universal.dataset_conversion.echo_toolkit import convert_traced_video, finish_echo_dataset, read_csv
 from nnunetv2_universal.dataset_conversion.toolkit import ConversionError, converter_parser, raw_root, run_cases, \
     staged_dataset
 
@@ -62,19 +60,6 @@ def vertex_traces(rows: List[dict]) -> Dict[str, Dict[int, Tuple[list, list]]]:
     return {video: {f: p for f, p in frames.items() if len(p[0]) >= 3} for video, frames in polygons.items()}
 
 
-def convert_video(folder: str, video_path: str, case: str, view: str, traces, split: str) -> Tuple[str, dict]:
-    frames = read_video(video_path, case)
-    for frame in traces:
-        if frame >= len(frames):
-            raise ConversionError(f"case {case}: tracing at frame {frame} but {video_path} has {len(frames)} frames")
-    masks = {f: polygon_mask(xs, ys, frames.shape[1:]) for f, (xs, ys) in traces.items()}
-    ed, es = ed_es_from_traces(masks, case)
-    indices, reversed_ = sample_indices(ed, es)
-    image, label, annotated = build_clip(frames, {ed: masks[ed], es: masks[es]}, indices, case)
-    write_clip(folder, case, image, label, split == "test")
-    return case, case_metadata(NAME, view, ["LV_endo"], annotated, indices, es, reversed_, split)
-
-
 def convert_echonet_pediatric(source: str, dataset_id: int = DEFAULT_ID, num_processes: int = 1,
                               overwrite: bool = False) -> str:
     jobs, skipped, patient_folds = [], 0, {}
@@ -96,11 +81,13 @@ def convert_echonet_pediatric(source: str, dataset_id: int = DEFAULT_ID, num_pro
             if len(traces.get(video, {})) < 2:
                 skipped += 1
                 continue
-            jobs.append((join(folder, "Videos", video), f"PED_{stem}_{view}", view, traces[video], fold_split(fold)))
+            jobs.append((join(folder, "Videos", video), f"PED_{stem}_{view}", NAME, view, traces[video],
+                         fold_split(fold)))
     if skipped:
         print(f"EchoNet-Pediatric: {skipped} video(s) with fewer than two traced frames skipped")
     with staged_dataset(dataset_id, NAME, overwrite) as folder:
-        metadata = dict(run_cases(convert_video, [(folder, *j) for j in jobs], num_processes, "EchoNet-Pediatric"))
+        metadata = dict(run_cases(convert_traced_video, [(folder, *j) for j in jobs], num_processes,
+                                  "EchoNet-Pediatric"))
         parts = {p: sorted(c for c, m in metadata.items() if m["split"] == p) for p in ("train", "val")}
         finish_echo_dataset(folder, NAME, metadata, [parts], DESCRIPTION, REFERENCE)
     return f"Dataset{int(dataset_id):03d}_{NAME}"

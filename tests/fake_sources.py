@@ -42,3 +42,10 @@ def blob_label(shape=(6, 16, 16), values=(1, 2), seed: int = 0) -> np.ndarray:
 
 def ct_volume(shape=(6, 16, 16), seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(0, 200, shape).astype(np.int16)
+
+
+def set_raw(monkeypatch, root):
+    """Point nnU-Net's three path variables into `root`; returns nnUNet_raw."""
+    for d in ("raw", "preprocessed", "results"):
+        monkeypatch.setenv(f"nnUNet_{d}", str(root / d))
+    return str(root / "raw")

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import SimpleITK as sitk
 
-from fake_sources import ct_volume, write_image
+from fake_sources import ct_volume, set_raw, write_image
 from nnunetv2_universal.dataset_conversion import btcv
 from nnunetv2_universal.dataset_conversion.toolkit import seeded_split
 
@@ -48,11 +48,6 @@ def make_btcv(root, numbers=TRAIN_NUMBERS, tests=TEST_NUMBERS):
         f.write(b"junk")
     return raw
 
-
-def set_raw(monkeypatch, root):
-    for d in ("raw", "preprocessed", "results"):
-        monkeypatch.setenv(f"nnUNet_{d}", str(root / d))
-    return str(root / "raw")
 
 
 def test_btcv_conversion(tmp_path, monkeypatch, capsys):

@@ -10,15 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from fake_sources import read_array, write_image
+from fake_sources import read_array, set_raw, write_image
 from nnunetv2_universal.dataset_conversion import camus, echonet_dynamic, echonet_pediatric
 from nnunetv2_universal.dataset_conversion.toolkit import ConversionError
 
-
-def set_raw(monkeypatch, root):
-    for d in ("raw", "preprocessed", "results"):
-        monkeypatch.setenv(f"nnUNet_{d}", str(root / d))
-    return str(root / "raw")
 
 
 def ellipse_labels(shape, scale):

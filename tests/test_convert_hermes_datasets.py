@@ -12,17 +12,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from fake_sources import blob_label, ct_volume, read_array, write_image
+from fake_sources import blob_label, ct_volume, read_array, set_raw, write_image
 from nnunetv2_universal.dataset_conversion import brain_structure, chaos, mnms, structseg
 from nnunetv2_universal.dataset_conversion.toolkit import ConversionError
 
 SHAPE = (5, 12, 12)
 
-
-def set_raw(monkeypatch, root):
-    for d in ("raw", "preprocessed", "results"):
-        monkeypatch.setenv(f"nnUNet_{d}", str(root / d))
-    return str(root / "raw")
 
 
 def test_structseg_three_tasks(tmp_path, monkeypatch):

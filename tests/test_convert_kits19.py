@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from fake_sources import blob_label, ct_volume, write_image
+from fake_sources import blob_label, ct_volume, set_raw, write_image
 from nnunetv2_universal.dataset_conversion import kits19
 from nnunetv2_universal.dataset_conversion.toolkit import ConversionError, seeded_split
 
@@ -46,11 +46,6 @@ def make_kits(root):
         json.dump([{"case_id": f"case_{n:05d}"} for n in LABELLED], f)
     return os.path.join(root, "kits19")
 
-
-def set_raw(monkeypatch, root):
-    for d in ("raw", "preprocessed", "results"):
-        monkeypatch.setenv(f"nnUNet_{d}", str(root / d))
-    return str(root / "raw")
 
 
 def test_kits19_conversion(tmp_path, monkeypatch, capsys):

@@ -11,7 +11,7 @@ import SimpleITK as sitk
 
 from nnunetv2_universal.dataset_conversion import liver
 from nnunetv2_universal.dataset_conversion.toolkit import ConversionError
-from fake_sources import blob_label, ct_volume, write_image
+from fake_sources import blob_label, ct_volume, set_raw, write_image
 
 SHAPE = (6, 16, 16)
 # LiTS volume number -> (LiTS batch folder, spacing (x, y, z), origin, direction, label values, label dtype)
@@ -57,11 +57,6 @@ def make_msd(root):
                                                                          "2": "cancer"}, "numTraining": 3}, f)
     return task
 
-
-def set_raw(monkeypatch, root):
-    for d in ("raw", "preprocessed", "results"):
-        monkeypatch.setenv(f"nnUNet_{d}", str(root / d))
-    return str(root / "raw")
 
 
 def read(path):

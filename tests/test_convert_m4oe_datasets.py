@@ -8,17 +8,12 @@ import os
 import numpy as np
 import pytest
 
-from fake_sources import blob_label, ct_volume, read_array, write_image
+from fake_sources import blob_label, ct_volume, read_array, set_raw, write_image
 from nnunetv2_universal.dataset_conversion import amos22, atlas23, flare22
 from nnunetv2_universal.dataset_conversion.toolkit import ConversionError
 
 SHAPE = (6, 16, 16)
 
-
-def set_raw(monkeypatch, root):
-    for d in ("raw", "preprocessed", "results"):
-        monkeypatch.setenv(f"nnUNet_{d}", str(root / d))
-    return str(root / "raw")
 
 
 def organs(n, count):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from fake_sources import blob_label, ct_volume, write_image
+from fake_sources import blob_label, ct_volume, set_raw, write_image
 from nnunetv2_universal.dataset_conversion.toolkit import ConversionError
 
 SHAPE = (6, 16, 16)
@@ -59,11 +59,6 @@ def make_task(root, folder, cases, ds_labels):
         f.write(b"junk")
     return task, values
 
-
-def set_raw(monkeypatch, root):
-    for d in ("raw", "preprocessed", "results"):
-        monkeypatch.setenv(f"nnUNet_{d}", str(root / d))
-    return str(root / "raw")
 
 
 @pytest.mark.parametrize("module_name, folder_name, cases, dataset, labels, ds_labels", MODULES,

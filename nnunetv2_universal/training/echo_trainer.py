@@ -38,6 +38,7 @@ from torch._dynamo import OptimizedModule
 from nnunetv2_universal.echo.metadata import EchoMetadata
 from nnunetv2_universal.echo.query_encoder import QueryCache, load_sam_query_encoder, sam_input
 from nnunetv2_universal.echo.text_embeddings import class_text_embeddings
+from nnunetv2_universal.training.steps import backward_and_step
 from nnunetv2_universal.training.augmenters import wrap_in_augmenters
 
 ECHO_NETWORK = "nnunetv2_universal.networks.echo_prompt.EchoPromptNetwork"
@@ -247,16 +248,7 @@ class EchoPromptTrainer(nnUNetTrainer):
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
             logits, aux = self._forward(data, query, views)
             loss = self.compute_loss(logits, aux, target, frame_mask, available)
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(loss).backward()
-            self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        else:
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.optimizer.step()
+        backward_and_step(self, loss)
         return {"loss": loss.detach().cpu().numpy()}
 
     def _forward(self, data, query, views):

@@ -21,6 +21,7 @@ from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast, nn
 
 from nnunetv2_universal.collection.task_plans import TASKS_KEY
+from nnunetv2_universal.training.steps import backward_and_step
 from nnunetv2_universal.training.uniseg_trainer import UniSegTrainer
 
 HERMES_NETWORK = "nnunetv2_universal.networks.hermes.HermesNetwork"
@@ -127,16 +128,7 @@ class HermesTrainer(UniSegTrainer):
     def train_step(self, batch: dict) -> dict:
         self.optimizer.zero_grad(set_to_none=True)
         _, _, _, _, loss = self._forward_and_loss(batch)
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(loss).backward()
-            self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        else:
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.optimizer.step()
+        backward_and_step(self, loss)
         return {"loss": loss.detach().cpu().numpy()}
 
     def validation_step(self, batch: dict) -> dict:

@@ -21,6 +21,7 @@ from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast
 
+from nnunetv2_universal.training.steps import backward_and_step
 from nnunetv2_universal.training.task_logging import TASK_DICE_KEY
 from nnunetv2_universal.training.uniseg_trainer import UniSegTrainer
 
@@ -119,16 +120,7 @@ class M4oEPretrainTrainer(M4oETrainer):
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
             loss = self.reconstruction_loss(data, batch["keys"])
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(loss).backward()
-            self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        else:
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.optimizer.step()
+        backward_and_step(self, loss)
         return {"loss": loss.detach().cpu().numpy()}
 
     def validation_step(self, batch: dict) -> dict:

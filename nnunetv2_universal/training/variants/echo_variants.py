@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from nnunetv2_universal.training.echo_trainer import EchoPromptTrainer
+from nnunetv2_universal.training.variants.short_schedules import _OneEpoch
 
 
 class EchoPromptTrainerNoText(EchoPromptTrainer):
@@ -31,12 +32,10 @@ class EchoPromptTrainerPaperLoss(EchoPromptTrainer):
     loss_mode = "paper"
 
 
-class EchoPromptTrainer_test(EchoPromptTrainer):
+class EchoPromptTrainer_test(_OneEpoch, EchoPromptTrainer):
     """One epoch of two iterations and one validation batch (tests)."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 1
         self.num_iterations_per_epoch = 2
-        self.num_val_iterations_per_epoch = 1

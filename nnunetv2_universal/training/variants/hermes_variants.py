@@ -7,7 +7,7 @@ import torch
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 
 from nnunetv2_universal.training.hermes_trainer import HermesTrainer, freeze_all_but_new_task_rows
-from nnunetv2_universal.training.variants.short_schedules import _NoMirroring
+from nnunetv2_universal.training.variants.short_schedules import _NoMirroring, _OneEpoch
 
 
 class HermesTrainerUnmaskedNull(HermesTrainer):
@@ -29,11 +29,5 @@ class HermesTrainerNewTasksOnly(HermesTrainer):
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
 
-class HermesTrainer_test(_NoMirroring, HermesTrainer):
-    batches_per_task_per_epoch = 1
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 1
-        self.num_val_iterations_per_epoch = 1
+class HermesTrainer_test(_NoMirroring, _OneEpoch, HermesTrainer):
+    """Tests: one epoch, one batch per task."""

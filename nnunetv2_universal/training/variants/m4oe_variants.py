@@ -2,10 +2,9 @@
 gate), the released code's gate, and short schedules for tests. Same collection and plans as UniSegTrainer."""
 from __future__ import annotations
 
-import torch
 
 from nnunetv2_universal.training.m4oe_trainer import M4oEPretrainTrainer, M4oESwinTrainer, M4oETrainer
-from nnunetv2_universal.training.variants.short_schedules import _NoMirroring
+from nnunetv2_universal.training.variants.short_schedules import _NoMirroring, _OneEpoch
 
 
 class M4oETrainerEncoderOnly(M4oETrainer):
@@ -31,21 +30,13 @@ class M4oETrainerCodeGate(M4oETrainer):
     network_overrides = {**M4oETrainer.network_overrides, "gate_mode": "code_compat"}
 
 
-class _Short:
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 1
-        self.num_val_iterations_per_epoch = 1
+class M4oETrainer_test(_NoMirroring, _OneEpoch, M4oETrainer):
+    """Tests: one epoch, one batch per task."""
 
 
-class M4oETrainer_test(_NoMirroring, _Short, M4oETrainer):
-    batches_per_task_per_epoch = 1
+class M4oEPretrainTrainer_test(_NoMirroring, _OneEpoch, M4oEPretrainTrainer):
+    """Tests: one epoch, one batch per task."""
 
 
-class M4oEPretrainTrainer_test(_NoMirroring, _Short, M4oEPretrainTrainer):
-    batches_per_task_per_epoch = 1
-
-
-class M4oESwinTrainer_test(_NoMirroring, _Short, M4oESwinTrainer):
-    batches_per_task_per_epoch = 1
+class M4oESwinTrainer_test(_NoMirroring, _OneEpoch, M4oESwinTrainer):
+    """Tests: one epoch, one batch per task."""

@@ -16,8 +16,8 @@ class _NoMirroring:
         return rotation, dummy_2d, initial_patch_size, None
 
 
-class UniSegTrainer_test(_NoMirroring, UniSegTrainer):
-    """One epoch, one batch per task, one validation batch: checks the whole path, learns nothing."""
+class _OneEpoch:
+    """Mixin for tests: one epoch, one validation batch (with collection trainers: one batch per task)."""
 
     batches_per_task_per_epoch = 1
 
@@ -26,6 +26,10 @@ class UniSegTrainer_test(_NoMirroring, UniSegTrainer):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = 1
         self.num_val_iterations_per_epoch = 1
+
+
+class UniSegTrainer_test(_NoMirroring, _OneEpoch, UniSegTrainer):
+    """One epoch, one batch per task, one validation batch: checks the whole path, learns nothing."""
 
 
 class UniSegTrainer_cpuDemo(_NoMirroring, UniSegTrainer):
