@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,9 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest -q tests
+
+bench: venv
+	$(BIN)/python benchmarks/method_overheads.py --out benchmarks/method_overheads_cpu.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info
