@@ -33,7 +33,7 @@ def run(cmd, env, extra_env=None, timeout=600) -> subprocess.CompletedProcess:
     """Run a console script; on failure show its output."""
     full_env = dict(env, **(extra_env or {}))
     proc = subprocess.run([os.path.join(BIN, cmd[0])] + [str(c) for c in cmd[1:]], env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, encoding="utf-8", errors="replace", timeout=timeout)
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")

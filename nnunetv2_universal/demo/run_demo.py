@@ -32,7 +32,8 @@ def _run(cmd: List[str], env: dict, log_file: str) -> None:
     with open(log_file, "a") as log:
         log.write(f"\n$ {' '.join(cmd)}\n")
         log.flush()
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                encoding="utf-8", errors="replace")
         for line in proc.stdout:
             log.write(line)
             # Show progress without nnU-Net's trainer-search chatter.
