@@ -177,3 +177,11 @@ class GeneratedConvHead:
             if i < len(self.layer_shapes) - 1:
                 x = F.relu(x)
         return x.reshape(n, -1, *spatial)
+
+
+def touch_with_zero(output: torch.Tensor, modules) -> torch.Tensor:
+    """output + 0 * (sum of the modules' parameters), in training with grad only: parameters a step does not use
+    (other tasks' heads, experts a sample is not routed to) still get a (zero) gradient, as DDP requires."""
+    if not (torch.is_grad_enabled() and any(p.requires_grad for m in modules for p in m.parameters())):
+        return output
+    return output + sum(p.sum() for m in modules for p in m.parameters()) * 0.0

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from nnunetv2_universal.conditioning import ConditionedNetwork, ConditionLike
+from nnunetv2_universal.networks.blocks import touch_with_zero
 from nnunetv2_universal.networks.moe import MoEConvBlock, MoEMLP
 from nnunetv2_universal.networks.uniseg import _build_stemmed_unet, _StemmedUNetParts
 
@@ -95,15 +96,7 @@ class M4oEUNet(_StemmedUNetParts, ConditionedNetwork):
         return features
 
     def _head(self, level: int, features: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
-        heads = self.dataset_heads[level]
-        out = None
-        for t in tasks.unique().tolist():
-            chosen = tasks == t
-            logits = heads[t](features[chosen])
-            if out is None:
-                out = logits.new_zeros((features.shape[0], *logits.shape[1:]))
-            out[chosen] = logits
-        return out
+        return select_heads(self.dataset_heads[level], features, tasks, self.training)
 
     def _tasks(self, x: torch.Tensor, condition: ConditionLike, tasks: Optional[torch.Tensor]) -> torch.Tensor:
         if tasks is None:
@@ -128,7 +121,8 @@ class M4oEUNet(_StemmedUNetParts, ConditionedNetwork):
         """Phase 1: full-resolution reconstruction of the input (B, C_max, *patch)."""
         if self.reconstruction is None:
             raise RuntimeError("built without a reconstruction head (with_reconstruction_head=False)")
-        return self.reconstruction(self._features(x)[-1])
+        out = self.reconstruction(self._features(x)[-1])
+        return touch_with_zero(out, [self.dataset_heads]) if self.training else out
 
     def compute_conv_feature_map_size(self, input_size) -> np.int64:
         extra = np.int64(0)
@@ -138,6 +132,19 @@ class M4oEUNet(_StemmedUNetParts, ConditionedNetwork):
             if isinstance(moe, MoEConvBlock):
                 extra += np.prod(size, dtype=np.int64) * moe.moe.channels * (2 + 5 * moe.moe.num_experts)
         return super().compute_conv_feature_map_size(input_size) + 2 * extra
+
+
+def select_heads(heads: nn.ModuleList, features: torch.Tensor, tasks: torch.Tensor, training: bool) -> torch.Tensor:
+    """Each sample through its own dataset's head; in training the other heads are touched with weight 0 (DDP)."""
+    out = None
+    used = tasks.unique().tolist()
+    for t in used:
+        chosen = tasks == t
+        logits = heads[t](features[chosen])
+        if out is None:
+            out = logits.new_zeros((features.shape[0], *logits.shape[1:]))
+        out[chosen] = logits
+    return touch_with_zero(out, [h for i, h in enumerate(heads) if i not in used]) if training else out
 
 
 def expand_for_new_modality(state_dict: dict, copy_from: int, new_tasks: int = 1,

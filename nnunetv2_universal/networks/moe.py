@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnunetv2_universal.networks.blocks import touch_with_zero
+
 GATE_MODES = ("paper", "code_compat", "none")
 
 
@@ -60,10 +62,12 @@ class MoEMLP(nn.Module):
                 raise ValueError(f"routing ids {ids.tolist()} do not fit a batch of {x.shape[0]} and "
                                  f"{self.num_experts} experts")
             out = torch.zeros_like(x)
-            for e in ids.unique().tolist():
+            used = ids.unique().tolist()
+            for e in used:
                 chosen = ids == e
                 out[chosen] = self.experts[e](x[chosen]).to(out.dtype)
-            return out
+            unused = [m for i, m in enumerate(self.experts) if i not in used] + ([self.gate] if self.gate else [])
+            return touch_with_zero(out, unused) if self.training else out
         outputs = torch.stack([expert(x) for expert in self.experts], dim=-1)  # (..., C, E)
         weights = self.gate_weights(x)
         if self.gate_mode == "code_compat":

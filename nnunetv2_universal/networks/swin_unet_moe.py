@@ -19,7 +19,8 @@ from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock
 from torch import nn
 
 from nnunetv2_universal.conditioning import ConditionedNetwork, ConditionLike
-from nnunetv2_universal.networks.blocks import MultiChannelStem
+from nnunetv2_universal.networks.blocks import MultiChannelStem, touch_with_zero
+from nnunetv2_universal.networks.m4oe import select_heads
 from nnunetv2_universal.networks.moe import MoEMLP
 
 
@@ -141,7 +142,8 @@ class SwinUNetMoE(ConditionedNetwork):
         """Phase 1 (masked image modelling): (B, C_max, H, W)."""
         if self.reconstruction is None:
             raise RuntimeError("built without a reconstruction head (with_reconstruction_head=False)")
-        return self.reconstruction(self.features(x))
+        out = self.reconstruction(self.features(x))
+        return touch_with_zero(out, [self.dataset_heads]) if self.training else out
 
     def forward(self, x: torch.Tensor, condition: ConditionLike = None, tasks: Optional[torch.Tensor] = None):
         if tasks is None:
@@ -149,14 +151,7 @@ class SwinUNetMoE(ConditionedNetwork):
             if task is None:
                 raise ValueError("SwinUNetMoE needs condition.task (the dataset head) or per-sample tasks=")
             tasks = torch.full((x.shape[0],), int(task), device=x.device)
-        features = self.features(x)
-        out = None
-        for t in tasks.unique().tolist():
-            chosen = tasks == t
-            logits = self.dataset_heads[t](features[chosen])
-            out = logits.new_zeros((x.shape[0], *logits.shape[1:])) if out is None else out
-            out[chosen] = logits
-        return self.hide_invisible_classes(out)
+        return self.hide_invisible_classes(select_heads(self.dataset_heads, self.features(x), tasks, self.training))
 
 
 class _DecoderFlags(nn.Module):
