@@ -24,18 +24,42 @@ TINY = dict(input_channels=1, n_stages=3, features_per_stage=[4, 8, 8], conv_op=
             nonlin=nn.LeakyReLU, deep_supervision=True)
 
 
-def _worker(rank: int, port: int, results):
+def _network(kind: str) -> nn.Module:
+    if kind == "uniseg":
+        return UniSegNetwork(**TINY)
+    if kind == "m4oe":
+        from nnunetv2_universal.networks.m4oe import M4oEUNet
+        kw = {k: v for k, v in TINY.items() if k != "patch_size"}
+        return M4oEUNet(**kw, moe_min_downsampling=2)
+    from nnunetv2_universal.networks.hermes import HermesNetwork
+    kw = {k: v for k, v in TINY.items() if k not in ("patch_size", "n_conv_per_stage", "num_tasks")}
+    return HermesNetwork(**kw, n_blocks_per_stage=1, num_global_tasks=4, fusion_min_downsampling=2,
+                         fusion_depth=1, bottleneck_fusion_depth=1)
+
+
+def _forward(model, kind: str, x: torch.Tensor, rank: int):
+    if kind == "hermes":  # different tasks and modalities per rank (one unknown)
+        ids = torch.tensor([[0, -1]]) if rank == 0 else torch.tensor([[2, 3]])
+        return model(x, task_ids=ids, modality_ids=torch.tensor([0 if rank == 0 else -1]))
+    return model(x, Condition(task=0 if rank == 0 else 2))
+
+
+def _worker(rank: int, port: int, results, kind: str = "uniseg"):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     torch.manual_seed(0)  # identical initial weights on both ranks
-    model = DDP(UniSegNetwork(**TINY))
+    model = DDP(_network(kind))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    channels, task = (1, 0) if rank == 0 else (4, 2)
+    channels = 1 if rank == 0 else 4
     torch.manual_seed(100 + rank)
     for _ in range(2):
         x = torch.randn(1, channels, 4, 16, 16)
-        outputs = model(x, Condition(task=task))
+        outputs = _forward(model, kind, x, rank)
         loss = sum(w * o[:, :2].square().mean() for w, o in zip((1.0, 1e-6), outputs))
+        if kind == "hermes":  # as HermesTrainer: the modality loss (zero for an unknown modality)
+            from nnunetv2_universal.training.hermes_trainer import modality_loss
+            ids = torch.tensor([0 if rank == 0 else -1])
+            loss = loss + 0.01 * modality_loss(model.module.last_modality_logits, ids)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -49,10 +73,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_ddp_mixed_tasks_and_stems_stay_in_sync():
+@pytest.mark.parametrize("kind", ["uniseg", "m4oe", "hermes"])
+def test_ddp_mixed_tasks_and_stems_stay_in_sync(kind):
+    """Each rank a different task (M4oE: another dataset head; Hermes: other task priors, one unknown modality) and
+    channel count: DDP without find_unused_parameters must not fail and both ranks end with equal weights."""
     if not dist.is_available():
         pytest.skip("torch.distributed not available")
     manager = mp.Manager()
     results = manager.dict()
-    mp.spawn(_worker, args=(_free_port(), results), nprocs=2, join=True)
+    mp.spawn(_worker, args=(_free_port(), results, kind), nprocs=2, join=True)
     assert torch.equal(results[0], results[1])

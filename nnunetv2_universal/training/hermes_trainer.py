@@ -33,6 +33,13 @@ def modality_id(name: str, vocabulary: Sequence[str] = MODALITY_VOCABULARY) -> i
     return lowered.index(name.lower()) if name.lower() in lowered else -1
 
 
+def modality_loss(logits: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy ignoring unknown (-1) modalities; 0 (still connected to the classifier, for DDP) if all are."""
+    if (modality >= 0).any():
+        return F.cross_entropy(logits, modality, ignore_index=-1)
+    return logits.sum() * 0.0
+
+
 def adaptive_tversky(probs, target, weight, smooth: float = 1e-6):
     """Per (b, t) Tversky loss with alpha = clamp(FP / (FP + FN), 0.2, 0.8); weighted mean over (b, t)."""
     dims = tuple(range(2, probs.ndim))
@@ -110,9 +117,7 @@ class HermesTrainer(UniSegTrainer):
         weights = weights / weights.sum()
         loss = sum(w * hermes_segmentation_loss(o, t, labels, valid) for w, o, t in zip(weights, outputs, targets)
                    if w > 0)
-        if (modality >= 0).any():
-            loss = loss + self.modality_loss_weight * F.cross_entropy(modality_logits, modality, ignore_index=-1)
-        return loss
+        return loss + self.modality_loss_weight * modality_loss(modality_logits, modality)
 
     def _forward_and_loss(self, batch):
         task, ids, labels, valid, modality = self.batch_tasks(batch["keys"])
