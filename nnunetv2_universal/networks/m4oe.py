@@ -109,7 +109,11 @@ class M4oEUNet(_StemmedUNetParts, ConditionedNetwork):
             raise ValueError(f"task ids {tasks.tolist()} outside 0..{self.num_tasks - 1}")
         return tasks
 
-    def forward(self, x: torch.Tensor, condition: ConditionLike = None, tasks: Optional[torch.Tensor] = None):
+    def forward(self, x: torch.Tensor, condition: ConditionLike = None, tasks: Optional[torch.Tensor] = None,
+                reconstruct: bool = False):
+        """Segmentation logits; `reconstruct=True`: phase 1's reconstruction (through forward, so DDP syncs it)."""
+        if reconstruct:
+            return self.reconstruct(x)
         tasks = self._tasks(x, condition, tasks)
         features = self._features(x)
         if not self.decoder.deep_supervision:

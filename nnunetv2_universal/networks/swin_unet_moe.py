@@ -145,7 +145,10 @@ class SwinUNetMoE(ConditionedNetwork):
         out = self.reconstruction(self.features(x))
         return touch_with_zero(out, [self.dataset_heads]) if self.training else out
 
-    def forward(self, x: torch.Tensor, condition: ConditionLike = None, tasks: Optional[torch.Tensor] = None):
+    def forward(self, x: torch.Tensor, condition: ConditionLike = None, tasks: Optional[torch.Tensor] = None,
+                reconstruct: bool = False):
+        if reconstruct:
+            return self.reconstruct(x)
         if tasks is None:
             task = self.resolve_condition(condition).task
             if task is None:

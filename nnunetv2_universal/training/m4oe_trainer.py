@@ -109,7 +109,7 @@ class M4oEPretrainTrainer(M4oETrainer):
         network.route(torch.full((data.shape[0],), self.expert_of_task[task], device=self.device))
         try:
             mask = self.block_mask(data.shape)
-            reconstruction = network.reconstruct(data * (1 - mask))[:, :data.shape[1]]
+            reconstruction = self.network(data * (1 - mask), reconstruct=True)[:, :data.shape[1]]
         finally:
             network.route(None)
         error = F.mse_loss(reconstruction, data, reduction="none") * mask
