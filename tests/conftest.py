@@ -4,8 +4,11 @@ nnUNet_extTrainer=$(nnUNetv2_universal_trainer_folder))."""
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -38,6 +41,49 @@ def run(cmd, env, extra_env=None, timeout=600) -> subprocess.CompletedProcess:
         raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def train_killed_and_resumed(cmd, env, output_folder: str, extra_env=None,
+                             timeout=600) -> subprocess.CompletedProcess:
+    """nnUNetv2_train with a *_test trainer (two epochs, checkpoint after each), SIGKILLed mid-epoch 1 by the test
+    (the trainer pauses there, see short_schedules._ShortSchedule), then resumed with --c (without
+    -pretrained_weights). Checks that the kill came after checkpoint_latest was written and that the resumed run
+    starts at epoch 1; returns the resumed run (the killed run's output in .killed_output)."""
+    from nnunetv2_universal.training.variants.short_schedules import PAUSE_FILE_ENV
+    pause_file = os.path.join(env["nnUNet_results"], f"pause_{abs(hash(output_folder))}")
+    full_env = dict(env, **(extra_env or {}), **{PAUSE_FILE_ENV: pause_file})
+    proc = subprocess.Popen([os.path.join(BIN, cmd[0])] + [str(c) for c in cmd[1:]], env=full_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + timeout
+    while not os.path.exists(pause_file):
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            out = proc.communicate()[0].decode("utf-8", "replace")
+            raise AssertionError(f"{' '.join(map(str, cmd))} never reached the pause point ({proc.returncode}):\n"
+                                 f"{out[-6000:]}")
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    killed_output = proc.communicate()[0].decode("utf-8", "replace")
+    assert proc.returncode == -signal.SIGKILL
+    assert os.path.isfile(os.path.join(output_folder, "checkpoint_latest.pth"))
+    assert not os.path.isfile(os.path.join(output_folder, "checkpoint_final.pth"))
+    resume = [c for i, c in enumerate(cmd) if "-pretrained_weights" not in (c, cmd[i - 1])]  # nnU-Net refuses both
+    resumed = run(resume + ["--c"], env, {**(extra_env or {}), PAUSE_FILE_ENV: pause_file}, timeout=timeout)
+    assert re.search(r": Epoch 1\s*$", resumed.stdout, re.M) and not re.search(r": Epoch 0\s*$", resumed.stdout, re.M)
+    assert os.path.isfile(os.path.join(output_folder, "checkpoint_final.pth"))
+    assert not [f for f in os.listdir(output_folder) if f.endswith(".partial")]
+    resumed.killed_output = killed_output
+    return resumed
+
+
+def load_final_checkpoint(output_folder: str) -> dict:
+    """The final checkpoint, loaded without executing pickled code; checks it is complete and finite."""
+    import torch
+    from nnunetv2_universal.finetuning.weights import load_checkpoint_safely
+    checkpoint = load_checkpoint_safely(os.path.join(output_folder, "checkpoint_final.pth"))
+    assert checkpoint["current_epoch"] == 2
+    assert all(torch.isfinite(v).all() for v in checkpoint["network_weights"].values() if v.is_floating_point())
+    return checkpoint
 
 
 @pytest.fixture(scope="session")

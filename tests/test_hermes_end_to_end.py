@@ -1,5 +1,5 @@
 """Hermes through the real console scripts on the tiny synthetic collection (CT, PET/CT and 4-channel MR tasks):
-train, predict one task of the registry without naming its labels, evaluate."""
+train (SIGKILLed mid-epoch, resumed with --c), predict one task of the registry without naming its labels, evaluate."""
 from __future__ import annotations
 
 import os
@@ -7,16 +7,17 @@ import os
 import pytest
 from batchgenerators.utilities.file_and_folder_operations import join, load_json
 
-from conftest import COLLECTION_ID, PLANS, run
+from conftest import COLLECTION_ID, PLANS, load_final_checkpoint, run, train_killed_and_resumed
 
 pytestmark = pytest.mark.integration
 
 
 def test_hermes_trains_predicts_and_evaluates(collection_workspace):
     env = collection_workspace["env"]
-    run(["nnUNetv2_train", COLLECTION_ID, "3d_fullres", "0", "-tr", "HermesTrainer_test", "-p", PLANS, "-device",
-         "cpu"], env, {"nnUNet_n_proc_DA": "0"})
     model = join(env["nnUNet_results"], f"Dataset{COLLECTION_ID}_Synth", f"HermesTrainer_test__{PLANS}__3d_fullres")
+    train_killed_and_resumed(["nnUNetv2_train", COLLECTION_ID, "3d_fullres", "0", "-tr", "HermesTrainer_test", "-p",
+                              PLANS, "-device", "cpu"], env, join(model, "fold_0"), {"nnUNet_n_proc_DA": "0"})
+    load_final_checkpoint(join(model, "fold_0"))
     summary = load_json(join(model, "fold_0", "validation", "summary_per_task.json"))
     assert set(summary["tasks"]) >= {"SynthLiverCT", "SynthBrainMR"}
     brain = next(m for m in collection_workspace["members"] if "Brain" in m)

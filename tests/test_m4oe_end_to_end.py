@@ -1,15 +1,14 @@
 """M4oE's two phases through the real console scripts on the tiny synthetic CT + MR collection: phase 1 (masked
 image modelling, experts routed by modality), phase 2 with stock -pretrained_weights (gates reset, per-dataset
-heads), prediction of a task, and evaluation."""
+heads), prediction of a task, and evaluation. Every training run is SIGKILLed mid-epoch and resumed with --c."""
 from __future__ import annotations
 
 import os
 
 import pytest
-import torch
 from batchgenerators.utilities.file_and_folder_operations import join, load_json
 
-from conftest import COLLECTION_ID, PLANS, run
+from conftest import COLLECTION_ID, PLANS, load_final_checkpoint, run, train_killed_and_resumed
 
 pytestmark = pytest.mark.integration
 RESULTS = f"Dataset{COLLECTION_ID}_Synth"
@@ -18,17 +17,18 @@ RESULTS = f"Dataset{COLLECTION_ID}_Synth"
 def test_two_phases_predict_and_evaluate(collection_workspace):
     env = collection_workspace["env"]
     train_env = {"nnUNet_n_proc_DA": "0"}
-    run(["nnUNetv2_train", COLLECTION_ID, "3d_fullres", "0", "-tr", "M4oEPretrainTrainer_test", "-p", PLANS,
-         "-device", "cpu"], env, train_env)
-    phase1 = join(env["nnUNet_results"], RESULTS, f"M4oEPretrainTrainer_test__{PLANS}__3d_fullres", "fold_0",
-                  "checkpoint_final.pth")
-    weights1 = torch.load(phase1, map_location="cpu", weights_only=False)["network_weights"]
+    fold1 = join(env["nnUNet_results"], RESULTS, f"M4oEPretrainTrainer_test__{PLANS}__3d_fullres", "fold_0")
+    train_killed_and_resumed(["nnUNetv2_train", COLLECTION_ID, "3d_fullres", "0", "-tr", "M4oEPretrainTrainer_test",
+                              "-p", PLANS, "-device", "cpu"], env, fold1, train_env)
+    weights1 = load_final_checkpoint(fold1)["network_weights"]
     assert any(k.startswith("reconstruction.") for k in weights1)
 
-    proc = run(["nnUNetv2_train", COLLECTION_ID, "3d_fullres", "0", "-tr", "M4oETrainer_test", "-p", PLANS,
-                "-device", "cpu", "-pretrained_weights", phase1], env, train_env)
-    assert "Loading pretrained weights from file" in proc.stdout
     model = join(env["nnUNet_results"], RESULTS, f"M4oETrainer_test__{PLANS}__3d_fullres")
+    proc = train_killed_and_resumed(["nnUNetv2_train", COLLECTION_ID, "3d_fullres", "0", "-tr", "M4oETrainer_test",
+                                     "-p", PLANS, "-device", "cpu", "-pretrained_weights",
+                                     join(fold1, "checkpoint_final.pth")], env, join(model, "fold_0"), train_env)
+    assert "Loading pretrained weights from file" in proc.killed_output
+    load_final_checkpoint(join(model, "fold_0"))
     summary = load_json(join(model, "fold_0", "validation", "summary_per_task.json"))
     assert set(summary["tasks"]) >= {"SynthLiverCT", "SynthBrainMR"}
 
@@ -58,8 +58,10 @@ def test_swin_unet_as_nnunet_2d_configuration(collection_workspace, tmp_path):
     path.write_text(json.dumps(template))
     run(["nnUNetv2_universal_plan_and_preprocess", "-d", COLLECTION_ID, "-pl", str(path), "-c", "2d", "-np", "1",
          "--no_pbar"], env)
-    run(["nnUNetv2_train", COLLECTION_ID, "2d", "0", "-tr", "M4oESwinTrainer_test", "-p", "M4oESwinTest", "-device",
-         "cpu"], env, {"nnUNet_n_proc_DA": "0"})
+    fold = join(env["nnUNet_results"], RESULTS, "M4oESwinTrainer_test__M4oESwinTest__2d", "fold_0")
+    train_killed_and_resumed(["nnUNetv2_train", COLLECTION_ID, "2d", "0", "-tr", "M4oESwinTrainer_test", "-p",
+                              "M4oESwinTest", "-device", "cpu"], env, fold, {"nnUNet_n_proc_DA": "0"})
+    load_final_checkpoint(fold)
     members = collection_workspace["members"]
     brain = next(m for m in members if "Brain" in m)
     out = join(collection_workspace["root"], "swin_pred")

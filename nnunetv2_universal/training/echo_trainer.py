@@ -40,6 +40,7 @@ from nnunetv2_universal.echo.query_encoder import QueryCache, load_sam_query_enc
 from nnunetv2_universal.echo.text_embeddings import class_text_embeddings
 from nnunetv2_universal.training.steps import backward_and_step
 from nnunetv2_universal.training.augmenters import wrap_in_augmenters
+from nnunetv2_universal.training.checkpointing import SafeCheckpoints
 
 ECHO_NETWORK = "nnunetv2_universal.networks.echo_prompt.EchoPromptNetwork"
 LOSS_MODES = ("safe", "paper")
@@ -79,7 +80,7 @@ def masked_bce_dice(logits: torch.Tensor, target: torch.Tensor, frame_mask: torc
     return bce + (dice * valid).sum() / valid.sum().clamp_min(1.0)
 
 
-class EchoPromptTrainer(nnUNetTrainer):
+class EchoPromptTrainer(SafeCheckpoints, nnUNetTrainer):
     """Trains EchoPromptNetwork on an echo collection (nnUNetv2_universal_build_echo_collection)."""
 
     network_overrides: dict = {}  # architecture kwargs a variant changes (ablations)

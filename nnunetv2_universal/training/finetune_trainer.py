@@ -6,8 +6,10 @@ from __future__ import annotations
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunetv2_universal.training.checkpointing import SafeCheckpoints
 
-class UniSegFinetuneTrainer(nnUNetTrainer):
+
+class UniSegFinetuneTrainer(SafeCheckpoints, nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)

@@ -27,6 +27,7 @@ from nnunetv2_universal.inference.stock_predict import apply_task_from_environme
 from nnunetv2_universal.registry import TaskRegistry
 from nnunetv2_universal.training.augmenters import wrap_in_augmenters
 from nnunetv2_universal.training.task_logging import TASK_DICE_KEY, TaskAwareLocalLogger
+from nnunetv2_universal.training.checkpointing import SafeCheckpoints
 
 
 class TaskSlicedLoss(nn.Module):
@@ -48,7 +49,7 @@ class TaskSlicedLoss(nn.Module):
         return self.loss(output, target)
 
 
-class UniSegTrainer(nnUNetTrainer):
+class UniSegTrainer(SafeCheckpoints, nnUNetTrainer):
     """Trains a UniSeg network on a collection built by nnUNetv2_universal_build_collection."""
 
     network_class_name = None  # None: the class named in the plans (UniSegNetwork); variants may swap it

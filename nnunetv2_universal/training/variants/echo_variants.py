@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from nnunetv2_universal.training.echo_trainer import EchoPromptTrainer
-from nnunetv2_universal.training.variants.short_schedules import _OneEpoch
+from nnunetv2_universal.training.variants.short_schedules import _ShortSchedule
 
 
 class EchoPromptTrainerNoText(EchoPromptTrainer):
@@ -32,8 +32,8 @@ class EchoPromptTrainerPaperLoss(EchoPromptTrainer):
     loss_mode = "paper"
 
 
-class EchoPromptTrainer_test(_OneEpoch, EchoPromptTrainer):
-    """One epoch of two iterations and one validation batch (tests)."""
+class EchoPromptTrainer_test(_ShortSchedule, EchoPromptTrainer):
+    """Two epochs of two iterations and one validation batch (tests)."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):

@@ -7,7 +7,7 @@ import torch
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 
 from nnunetv2_universal.training.hermes_trainer import HermesTrainer, freeze_all_but_new_task_rows
-from nnunetv2_universal.training.variants.short_schedules import _NoMirroring, _OneEpoch
+from nnunetv2_universal.training.variants.short_schedules import _NoMirroring, _ShortSchedule
 
 
 class HermesTrainerUnmaskedNull(HermesTrainer):
@@ -29,5 +29,5 @@ class HermesTrainerNewTasksOnly(HermesTrainer):
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
 
-class HermesTrainer_test(_NoMirroring, _OneEpoch, HermesTrainer):
-    """Tests: one epoch, one batch per task."""
+class HermesTrainer_test(_NoMirroring, _ShortSchedule, HermesTrainer):
+    """Tests: two epochs, one batch per task each."""

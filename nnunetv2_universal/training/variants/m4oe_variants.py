@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 from nnunetv2_universal.training.m4oe_trainer import M4oEPretrainTrainer, M4oESwinTrainer, M4oETrainer
-from nnunetv2_universal.training.variants.short_schedules import _NoMirroring, _OneEpoch
+from nnunetv2_universal.training.variants.short_schedules import _NoMirroring, _ShortSchedule
 
 
 class M4oETrainerEncoderOnly(M4oETrainer):
@@ -30,13 +30,13 @@ class M4oETrainerCodeGate(M4oETrainer):
     network_overrides = {**M4oETrainer.network_overrides, "gate_mode": "code_compat"}
 
 
-class M4oETrainer_test(_NoMirroring, _OneEpoch, M4oETrainer):
-    """Tests: one epoch, one batch per task."""
+class M4oETrainer_test(_NoMirroring, _ShortSchedule, M4oETrainer):
+    """Tests: two epochs, one batch per task each."""
 
 
-class M4oEPretrainTrainer_test(_NoMirroring, _OneEpoch, M4oEPretrainTrainer):
-    """Tests: one epoch, one batch per task."""
+class M4oEPretrainTrainer_test(_NoMirroring, _ShortSchedule, M4oEPretrainTrainer):
+    """Tests: two epochs, one batch per task each."""
 
 
-class M4oESwinTrainer_test(_NoMirroring, _OneEpoch, M4oESwinTrainer):
-    """Tests: one epoch, one batch per task."""
+class M4oESwinTrainer_test(_NoMirroring, _ShortSchedule, M4oESwinTrainer):
+    """Tests: two epochs, one batch per task each."""

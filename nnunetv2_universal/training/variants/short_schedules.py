@@ -1,10 +1,15 @@
 """Short UniSeg schedules for CPU: tests (a few iterations) and the demo (minutes). No mirroring, for speed."""
 from __future__ import annotations
 
+import os
+import time
+
 import torch
 
 from nnunetv2_universal.training.finetune_trainer import UniSegFinetuneTrainer
 from nnunetv2_universal.training.uniseg_trainer import UniSegTrainer
+
+PAUSE_FILE_ENV = "nnUNet_universal_test_pause_file"
 
 
 class _NoMirroring:
@@ -16,20 +21,42 @@ class _NoMirroring:
         return rotation, dummy_2d, initial_patch_size, None
 
 
-class _OneEpoch:
-    """Mixin for tests: one epoch, one validation batch (with collection trainers: one batch per task)."""
+class _ShortSchedule:
+    """Mixin for tests: two epochs with a checkpoint after each, one validation batch (with collection trainers:
+    one batch per task per epoch).
+
+    Kill drill: when the environment variable PAUSE_FILE_ENV names a file that does not exist yet, the second
+    training step of epoch 1 (after checkpoint_latest of epoch 0 is on disk) creates it and waits to be killed;
+    the test SIGKILLs the process and resumes with --c (the file then exists, so the resumed run does not wait).
+    """
 
     batches_per_task_per_epoch = 1
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 1
+        self.num_epochs = 2
+        self.save_every = 1
         self.num_val_iterations_per_epoch = 1
+        self._steps_this_epoch = 0
+
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        self._steps_this_epoch = 0
+
+    def train_step(self, batch: dict) -> dict:
+        result = super().train_step(batch)
+        self._steps_this_epoch += 1
+        pause_file = os.environ.get(PAUSE_FILE_ENV)
+        if pause_file and self.current_epoch == 1 and self._steps_this_epoch == 2 and not os.path.exists(pause_file):
+            with open(pause_file, "w") as f:
+                f.write(str(os.getpid()))
+            time.sleep(3600)  # killed here
+        return result
 
 
-class UniSegTrainer_test(_NoMirroring, _OneEpoch, UniSegTrainer):
-    """One epoch, one batch per task, one validation batch: checks the whole path, learns nothing."""
+class UniSegTrainer_test(_NoMirroring, _ShortSchedule, UniSegTrainer):
+    """Two epochs, one batch per task each, one validation batch: checks the whole path, learns nothing."""
 
 
 class UniSegTrainer_cpuDemo(_NoMirroring, UniSegTrainer):
@@ -46,13 +73,11 @@ class UniSegTrainer_cpuDemo(_NoMirroring, UniSegTrainer):
         self.save_every = 10
 
 
-class UniSegFinetuneTrainer_test(_NoMirroring, UniSegFinetuneTrainer):
-    """One epoch of two iterations at learning rate 0: weights after training equal the loaded ones (tests)."""
+class UniSegFinetuneTrainer_test(_NoMirroring, _ShortSchedule, UniSegFinetuneTrainer):
+    """Two epochs of two iterations at learning rate 0: weights after training equal the loaded ones (tests)."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 1
         self.num_iterations_per_epoch = 2
-        self.num_val_iterations_per_epoch = 1
         self.initial_lr = 0.0
