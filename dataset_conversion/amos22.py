@@ -24,9 +24,9 @@ from typing import Dict, List, Tuple
 
 from batchgenerators.utilities.file_and_folder_operations import join
 
-from nnunetv2_universal.dataset_conversion.toolkit import (Case, ConversionError, case_number, converter_parser,
-                                                           convert_cases, numbered_files, paired_cases, raw_root,
-                                                           seeded_split, task_entry)
+from nnunetv2_universal.dataset_conversion.toolkit import (all_or_nothing, Case, case_number, ConversionError,
+                                                           convert_cases, converter_parser, numbered_files,
+                                                           paired_cases, raw_root, seeded_split, task_entry)
 
 DEFAULT_IDS = {"ct": 641, "mr": 642}
 NAMES = {"ct": "AMOS22CT", "mr": "AMOS22MR"}
@@ -77,21 +77,23 @@ def convert_amos22(source: str, num_processes: int = 1, overwrite: bool = False,
         raise ValueError(f"modality must be ct, mr or both, got {modality!r}")
     ids = {**DEFAULT_IDS, **(dataset_ids or {})}
     cases = find_cases(source)
-    written = []
-    for m in (("ct", "mr") if modality == "both" else (modality,)):
-        train, val, test = cases[m]
-        if not train:
-            raise ConversionError(f"AMOS22: no labelled {m.upper()} cases in {source}")
-        if val:
-            splits = [{"train": [c[0] for c in train], "val": [c[0] for c in val]}]
-        else:
-            tr, va = seeded_split([c[0] for c in train])
-            splits = [{"train": sorted(tr, key=case_number), "val": sorted(va, key=case_number)}]
-        description = f"Abdominal {'CT' if m == 'ct' else 'MRI'} (AMOS22) with 15 organs."
-        task = task_entry(NAMES[m], CHANNELS[m], LABELS, description)
-        written.append(convert_cases(train + val, ids[m], NAMES[m], LABELS, {i: i for i in range(len(LABELS))}, task,
-                                     description, num_processes, overwrite, reference=REFERENCE, splits=splits,
-                                     test_cases=test, channels=CHANNELS[m]))
+    with all_or_nothing():  # CT and MR come from one download: both datasets or none
+        written = []
+        for m in (("ct", "mr") if modality == "both" else (modality,)):
+            train, val, test = cases[m]
+            if not train:
+                raise ConversionError(f"AMOS22: no labelled {m.upper()} cases in {source}")
+            if val:
+                splits = [{"train": [c[0] for c in train], "val": [c[0] for c in val]}]
+            else:
+                tr, va = seeded_split([c[0] for c in train])
+                splits = [{"train": sorted(tr, key=case_number), "val": sorted(va, key=case_number)}]
+            description = f"Abdominal {'CT' if m == 'ct' else 'MRI'} (AMOS22) with 15 organs."
+            task = task_entry(NAMES[m], CHANNELS[m], LABELS, description)
+            identity = {i: i for i in range(len(LABELS))}
+            written.append(convert_cases(train + val, ids[m], NAMES[m], LABELS, identity, task, description,
+                                         num_processes, overwrite, reference=REFERENCE, splits=splits,
+                                         test_cases=test, channels=CHANNELS[m]))
     return written
 
 

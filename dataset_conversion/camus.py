@@ -49,8 +49,8 @@ from batchgenerators.utilities.file_and_folder_operations import join
 from nnunetv2_universal.dataset_conversion.echo_toolkit import (CAVITY_AND_WALL, build_clip, case_metadata,
                                                                 finish_echo_dataset, sample_indices, write_clip)
 from nnunetv2_universal.dataset_conversion.toolkit import (ConversionError, converter_parser, dataset_name,
-                                                           listdir_visible, raw_root, require_nonempty, run_cases,
-                                                           seeded_split, staged_dataset)
+                                                           listdir_visible, raw_root, read_image, require_nonempty,
+                                                           run_cases, seeded_split, staged_dataset)
 
 DEFAULT_ID = 630
 NAME = "CAMUS"
@@ -80,12 +80,7 @@ def read_cfg(path: str, case: str) -> Dict[str, str]:
 
 
 def read_array(path: str, case: str) -> np.ndarray:
-    if not os.path.isfile(path):
-        raise ConversionError(f"case {case}: {path} is missing")
-    try:
-        return sitk.GetArrayFromImage(sitk.ReadImage(path))
-    except RuntimeError as e:
-        raise ConversionError(f"case {case}: cannot read {path} ({str(e).strip().splitlines()[-1]})") from None
+    return sitk.GetArrayFromImage(read_image(path, case))
 
 
 def to_model_labels(array: np.ndarray, case: str, path: str) -> np.ndarray:

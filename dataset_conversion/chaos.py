@@ -28,9 +28,10 @@ import numpy as np
 import SimpleITK as sitk
 from batchgenerators.utilities.file_and_folder_operations import join
 
-from nnunetv2_universal.dataset_conversion.toolkit import (ConversionError, converter_parser, finish_dataset,
-                                                           grouped_folds, listdir_visible, raw_root, run_cases,
-                                                           staged_dataset, task_entry, with_geometry, write_case)
+from nnunetv2_universal.dataset_conversion.toolkit import (all_or_nothing, check_image, ConversionError,
+                                                           converter_parser, finish_dataset, grouped_folds,
+                                                           listdir_visible, raw_root, run_cases, staged_dataset,
+                                                           task_entry, with_geometry, write_case)
 
 DEFAULT_IDS = {"T1": 653, "T2": 654}
 NAMES = {"T1": "CHAOST1", "T2": "CHAOST2"}
@@ -46,12 +47,17 @@ def read_series(folder: str, case: str) -> Tuple[sitk.Image, List[str]]:
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder) if os.path.isdir(folder) else ()
     if not files:
         raise ConversionError(f"case {case}: no DICOM series in {folder}")
+    left_out = sorted(set(join(folder, f) for f in listdir_visible(folder) if f.lower().endswith(".dcm")) - set(files))
+    if left_out:  # GDCM silently drops unreadable files and files of other series
+        raise ConversionError(f"case {case}: {left_out[0]} is not a readable slice of the DICOM series in {folder}")
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
-        return reader.Execute(), list(files)
+        image = reader.Execute()
     except RuntimeError as e:
         raise ConversionError(f"case {case}: cannot read the series in {folder} ({str(e).strip()[-200:]})") from None
+    check_image(image, folder, case)
+    return image, list(files)
 
 
 def instance_number(path: str) -> int:
@@ -103,19 +109,20 @@ def convert_chaos(source: str, num_processes: int = 1, overwrite: bool = False,
                   dataset_ids: Dict[str, int] = None) -> List[str]:
     patients = find_patients(source)
     ids = {**DEFAULT_IDS, **(dataset_ids or {})}
-    written = []
-    for modality in ("T1", "T2"):
-        sequences = [s for s, spec in SEQUENCES.items() if spec[0] == modality]
-        name = NAMES[modality]
-        with staged_dataset(ids[modality], name, overwrite) as folder:
-            jobs = [(folder, d, p, s) for d, p in patients for s in sequences]
-            cases = run_cases(convert_sequence, jobs, num_processes, f"CHAOS {modality}")
-            groups = {c: c.split("_")[1] for c in cases}
-            description = f"Abdominal {modality} MRI (CHAOS) with liver, kidneys and spleen."
-            finish_dataset(folder, f"Dataset{ids[modality]:03d}_{name}", {"0": modality}, LABELS, len(cases),
-                           task_entry(name, {"0": modality}, LABELS, description), description, REFERENCE,
-                           splits=grouped_folds(groups, n_folds=min(5, len(patients))))
-        written.append(f"Dataset{ids[modality]:03d}_{name}")
+    with all_or_nothing():  # T1 and T2 of the same patients: both datasets or none
+        written = []
+        for modality in ("T1", "T2"):
+            sequences = [s for s, spec in SEQUENCES.items() if spec[0] == modality]
+            name = NAMES[modality]
+            with staged_dataset(ids[modality], name, overwrite) as folder:
+                jobs = [(folder, d, p, s) for d, p in patients for s in sequences]
+                cases = run_cases(convert_sequence, jobs, num_processes, f"CHAOS {modality}")
+                groups = {c: c.split("_")[1] for c in cases}
+                description = f"Abdominal {modality} MRI (CHAOS) with liver, kidneys and spleen."
+                finish_dataset(folder, f"Dataset{ids[modality]:03d}_{name}", {"0": modality}, LABELS, len(cases),
+                               task_entry(name, {"0": modality}, LABELS, description), description, REFERENCE,
+                               splits=grouped_folds(groups, n_folds=min(5, len(patients))))
+            written.append(f"Dataset{ids[modality]:03d}_{name}")
     return written
 
 

@@ -26,8 +26,8 @@ import SimpleITK as sitk
 from batchgenerators.utilities.file_and_folder_operations import join
 
 from nnunetv2_universal.dataset_conversion.toolkit import (ConversionError, converter_parser, finish_dataset,
-                                                           grouped_folds, listdir_visible, raw_root, run_cases,
-                                                           staged_dataset, task_entry)
+                                                           grouped_folds, listdir_visible, raw_root, read_image,
+                                                           run_cases, staged_dataset, task_entry)
 
 DEFAULT_ID = 655
 NAME = "MnMs"
@@ -43,14 +43,12 @@ class NonOrthonormal(Exception):
 
 
 def read_4d(path: str, case: str) -> sitk.Image:
-    if not os.path.isfile(path):
-        raise ConversionError(f"case {case}: {path} is missing")
     try:
-        image = sitk.ReadImage(path)
-    except RuntimeError as e:
-        if "orthonormal" in str(e).lower():
+        image = read_image(path, case)
+    except ConversionError as e:
+        if "orthonormal" in str(e):  # refused by ITK's NIfTI reader or by read_image: skipped and listed
             raise NonOrthonormal(path) from None
-        raise ConversionError(f"case {case}: cannot read {path} ({str(e).strip()[-200:]})") from None
+        raise
     if image.GetDimension() != 4:
         raise ConversionError(f"case {case}: {path} is not a 4D cine")
     return image

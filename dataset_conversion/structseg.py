@@ -21,8 +21,8 @@ from typing import Dict, List
 
 from batchgenerators.utilities.file_and_folder_operations import join
 
-from nnunetv2_universal.dataset_conversion.toolkit import (ConversionError, case_number, converter_parser,
-                                                           convert_cases, listdir_visible, raw_root, seeded_split,
+from nnunetv2_universal.dataset_conversion.toolkit import (all_or_nothing, case_number, ConversionError, convert_cases,
+                                                           converter_parser, listdir_visible, raw_root, seeded_split,
                                                            task_entry)
 
 HAN = ["brainstem", "eye_left", "eye_right", "lens_left", "lens_right", "optic_nerve_left", "optic_nerve_right",
@@ -74,7 +74,8 @@ def convert_structseg(source: str, tasks: List[str] = None, num_processes: int =
     if not present or missing:
         raise ConversionError(f"{source}: expected task folders {[TASKS[k]['folder'] for k in (missing or TASKS)]}")
     ids = {k: s["id"] for k, s in TASKS.items()} | (dataset_ids or {})
-    return [convert_task(source, k, ids[k], num_processes, overwrite) for k in tasks]
+    with all_or_nothing():  # the three tasks come from one download: all three or none
+        return [convert_task(source, k, ids[k], num_processes, overwrite) for k in tasks]
 
 
 def main(argv=None) -> None:

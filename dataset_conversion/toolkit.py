@@ -22,6 +22,8 @@ from batchgenerators.utilities.file_and_folder_operations import join, save_json
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 from tqdm import tqdm
 
+from nnunetv2_universal.image_checks import image_problem, read_checked
+
 FILE_ENDING = ".nii.gz"
 CT_CHANNELS = {"0": "CT"}
 
@@ -41,39 +43,80 @@ def dataset_name(dataset_id: int, name: str) -> str:
     return f"Dataset{int(dataset_id):03d}_{name}"
 
 
+# set while converters that write several datasets (StructSeg, AMOS22, CHAOS) run as one transaction
+_deferred_moves: Optional[List[Tuple[str, List[str], str]]] = None
+
+
+def _move_into_place(staging: str, existing: Sequence[str], target: str) -> None:
+    for old in existing:
+        shutil.rmtree(old)
+    os.replace(staging, target)
+
+
 @contextmanager
 def staged_dataset(dataset_id: int, name: str, overwrite: bool = False) -> Iterator[str]:
     """Yield a staging folder (with imagesTr/labelsTr/imagesTs); move it to nnUNet_raw/DatasetXXX_Name on success.
 
     An existing dataset with the same id is only replaced with overwrite=True (the CLI's --overwrite). On any
-    error the staging folder is removed and nnUNet_raw is left as it was.
+    error the staging folder is removed and nnUNet_raw is left as it was. Inside all_or_nothing() the move waits
+    until every dataset of the block succeeded.
     """
     root = raw_root()
     os.makedirs(root, exist_ok=True)
     prefix = f"Dataset{int(dataset_id):03d}_"
-    existing = [d for d in os.listdir(root) if d.startswith(prefix)]
+    existing = [join(root, d) for d in os.listdir(root) if d.startswith(prefix)]
     if existing and not overwrite:
-        raise FileExistsError(f"{join(root, existing[0])} already exists; re-run with --overwrite to replace it")
+        raise FileExistsError(f"{existing[0]} already exists; re-run with --overwrite to replace it")
     staging = tempfile.mkdtemp(prefix=f".staging_{dataset_name(dataset_id, name)}_", dir=root)
     try:
         for sub in ("imagesTr", "labelsTr", "imagesTs"):
             os.makedirs(join(staging, sub))
         yield staging
-        for old in existing:
-            shutil.rmtree(join(root, old))
-        os.replace(staging, join(root, dataset_name(dataset_id, name)))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    move = (staging, existing, join(root, dataset_name(dataset_id, name)))
+    if _deferred_moves is not None:
+        _deferred_moves.append(move)
+        return
+    try:
+        _move_into_place(*move)
     finally:
-        if os.path.isdir(staging):
-            shutil.rmtree(staging)
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def all_or_nothing() -> Iterator[None]:
+    """For converters that write several datasets from one download: the datasets move into nnUNet_raw together
+    when the block succeeds; on any error every staging folder is removed and nothing is written."""
+    global _deferred_moves
+    if _deferred_moves is not None:  # nested: the outer block decides
+        yield
+        return
+    _deferred_moves = []
+    try:
+        yield
+        moves = _deferred_moves
+        _deferred_moves = None
+        for move in moves:
+            _move_into_place(*move)
+    finally:
+        for staging, _, _ in _deferred_moves or []:
+            if os.path.isdir(staging):
+                shutil.rmtree(staging)
+        _deferred_moves = None
 
 
 def read_image(path: str, case: str) -> sitk.Image:
-    if not os.path.isfile(path):
-        raise ConversionError(f"case {case}: file {path} is missing")
-    try:
-        return sitk.ReadImage(path)
-    except RuntimeError as e:
-        raise ConversionError(f"case {case}: cannot read {path}: {str(e).strip().splitlines()[-1]}") from None
+    """SimpleITK image of `path`, checked: readable, orthonormal direction, finite intensities."""
+    return read_checked(path, case, ConversionError)
+
+
+def check_image(image: sitk.Image, path: str, case: str) -> None:
+    """The checks of read_image on an image read otherwise (a DICOM series)."""
+    problem = image_problem(image, path)
+    if problem:
+        raise ConversionError(f"case {case}: {path} {problem}")
 
 
 def check_geometry(image: sitk.Image, label: sitk.Image, case: str, tolerance: float = 1e-3) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from typing import Optional, Sequence
 
+import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
@@ -49,3 +50,44 @@ def set_raw(monkeypatch, root):
     for d in ("raw", "preprocessed", "results"):
         monkeypatch.setenv(f"nnUNet_{d}", str(root / d))
     return str(root / "raw")
+
+
+def write_like(array: np.ndarray, reference: sitk.Image, path: str, vector: bool = False) -> None:
+    image = sitk.GetImageFromArray(array, isVector=vector)
+    image.CopyInformation(reference)
+    sitk.WriteImage(image, path)
+
+
+def damage_image(path: str, how: str) -> None:
+    """Damage an image file in place: "unreadable" (random bytes), "nan" (one NaN voxel, float32),
+    "non_orthonormal" (the second voxel axis sheared towards the first), "channels" (3D -> 2 channels, 4D -> one
+    frame/channel less)."""
+    if how == "unreadable":
+        with open(path, "wb") as f:
+            f.write(os.urandom(300))
+        return
+    image = sitk.ReadImage(path)
+    array = sitk.GetArrayFromImage(image)
+    vector = image.GetNumberOfComponentsPerPixel() > 1
+    if how == "nan":
+        array = array.astype(np.float32)
+        array.flat[array.size // 2] = np.nan
+        write_like(array, image, path, vector)
+    elif how == "non_orthonormal":
+        if path.endswith((".nii", ".nii.gz")):  # nibabel writes the sheared affine as the file's sform
+            nifti = nib.load(path)
+            affine = nifti.affine.copy()
+            affine[:3, 1] += 0.5 * affine[:3, 0]  # the second voxel axis leans towards the first
+            nib.Nifti1Image(np.asanyarray(nifti.dataobj), affine).to_filename(path)
+        else:
+            dim = image.GetDimension()
+            direction = np.array(image.GetDirection()).reshape(dim, dim)
+            direction[:, 1] += 0.5 * direction[:, 0]
+            image.SetDirection(direction.ravel().tolist())
+            sitk.WriteImage(image, path)
+    elif how == "channels":
+        if image.GetDimension() == 4:  # a 4D cine or multi-channel volume loses its last frame/channel
+            size = list(image.GetSize())
+            sitk.WriteImage(sitk.Extract(image, size[:3] + [0], [0, 0, 0, 0]), path)
+        else:  # a 3D volume gains a second channel
+            sitk.WriteImage(sitk.JoinSeries([image, image]), path)

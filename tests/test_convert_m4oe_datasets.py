@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,18 +16,32 @@ from nnunetv2_universal.dataset_conversion.toolkit import ConversionError
 SHAPE = (6, 16, 16)
 
 
-
 def organs(n, count):
     return blob_label(SHAPE, values=tuple(range(1, count + 1)), seed=n)
 
 
-def test_flare22(tmp_path, monkeypatch, capsys):
-    root = tmp_path / "FLARE22Train"
+def make_flare22(root):
+    """FLARE22Train/images/FLARE22_Tr_0001_0000.nii.gz + labels/FLARE22_Tr_0001.nii.gz; returns the release."""
+    root = Path(root) / "FLARE22Train"
     for n in (1, 2, 3, 10, 11):
         write_image(str(root / "images" / f"FLARE22_Tr_{n:04d}_0000.nii.gz"), ct_volume(SHAPE, n), (0.8, 0.8, 2.5),
                     (n, 0, 0))
         write_image(str(root / "labels" / f"FLARE22_Tr_{n:04d}.nii.gz"), organs(n, 13), (0.8, 0.8, 2.5), (n, 0, 0))
     (root / "images" / "._FLARE22_Tr_0001_0000.nii.gz").write_text("junk")
+    return root
+
+
+def make_atlas23(root):
+    """atlas-train-dataset-1.0.1/train/imagesTr/im0.nii.gz + labelsTr/lb0.nii.gz; returns the release."""
+    train = Path(root) / "atlas-train-dataset-1.0.1" / "train"
+    for n in (0, 1, 2, 3, 12):
+        write_image(str(train / "imagesTr" / f"im{n}.nii.gz"), np.abs(ct_volume(SHAPE, n)), (1.5, 1.5, 3.0))
+        write_image(str(train / "labelsTr" / f"lb{n}.nii.gz"), organs(n, 2), (1.5, 1.5, 3.0))
+    return train.parent
+
+
+def test_flare22(tmp_path, monkeypatch, capsys):
+    root = make_flare22(tmp_path)
     raw = set_raw(monkeypatch, tmp_path)
     flare22.main(["-i", str(tmp_path)])
     assert "MSD Task07 Pancreas" in capsys.readouterr().out
@@ -87,10 +102,7 @@ def test_amos22_ct_and_mr(tmp_path, monkeypatch):
 
 
 def test_atlas23_and_the_stroke_dataset(tmp_path, monkeypatch):
-    train = tmp_path / "atlas-train-dataset-1.0.1" / "train"
-    for n in (0, 1, 2, 3, 12):
-        write_image(str(train / "imagesTr" / f"im{n}.nii.gz"), np.abs(ct_volume(SHAPE, n)), (1.5, 1.5, 3.0))
-        write_image(str(train / "labelsTr" / f"lb{n}.nii.gz"), organs(n, 2), (1.5, 1.5, 3.0))
+    make_atlas23(tmp_path)
     raw = set_raw(monkeypatch, tmp_path)
     atlas23.main(["-i", str(tmp_path)])
     folder = os.path.join(raw, "Dataset643_ATLAS23")

@@ -11,7 +11,7 @@ import pydicom.data
 import pytest
 import SimpleITK as sitk
 
-from conftest import clean_env, run
+from conftest import clean_env, load_final_checkpoint, run, train_killed_and_resumed
 from echo_synthetic import echo_test_template, tiny_bert_folder, tiny_sam_checkpoint, write_synthetic_echo_dataset
 
 COLLECTION = "663"
@@ -29,8 +29,11 @@ def echo_workspace(tmp_path_factory):
     template = echo_test_template(root)
     run(["nnUNetv2_universal_build_echo_collection", "-d", "661", "662", "-o", COLLECTION, "-n", "SynthEcho"], env)
     run(["nnUNetv2_universal_plan_echo", "-d", COLLECTION, "-pl", template, "-np", "1"], env)
-    run(["nnUNetv2_train", COLLECTION, "3d_fullres", "0", "-tr", "EchoPromptTrainer_test", "-p", "EchoPlansTest",
-         "-device", "cpu"], env, {"nnUNet_n_proc_DA": "0"})
+    fold = os.path.join(env["nnUNet_results"], f"Dataset{COLLECTION}_SynthEcho",
+                        "EchoPromptTrainer_test__EchoPlansTest__3d_fullres", "fold_0")
+    train_killed_and_resumed(["nnUNetv2_train", COLLECTION, "3d_fullres", "0", "-tr", "EchoPromptTrainer_test", "-p",
+                              "EchoPlansTest", "-device", "cpu"], env, fold, {"nnUNet_n_proc_DA": "0"})
+    load_final_checkpoint(fold)
     return {"root": root, "env": env, "raw": os.path.join(env["nnUNet_raw"], f"Dataset{COLLECTION}_SynthEcho")}
 
 
@@ -110,3 +113,30 @@ def test_sam_runs_once_per_case_before_training_never_in_a_step(echo_workspace):
                {"nnUNet_n_proc_DA": "0"})
     at_start, in_steps = map(int, proc.stdout.split("SAM_CALLS")[1].split())
     assert at_start >= 1 and in_steps == 0
+
+
+@pytest.mark.parametrize("how, message", [("nan", "NaN or infinite"), ("non_orthonormal", "orthonormal"),
+                                          ("single_frame_dicom", "a single-frame image, not a cine"),
+                                          ("unknown_view", "unknown view 'PLAX'")])
+def test_predict_echo_refuses_malformed_input_before_writing(echo_workspace, tmp_path, how, message):
+    import shutil
+    from fake_sources import damage_image
+    env, raw = echo_workspace["env"], echo_workspace["raw"]
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    clips = sorted(os.listdir(os.path.join(raw, "imagesTs")))
+    shutil.copy(os.path.join(raw, "imagesTs", clips[0]), inputs / clips[0])
+    sources, flags = [inputs], []
+    if how in ("nan", "non_orthonormal"):
+        shutil.copy(os.path.join(raw, "imagesTs", clips[1]), inputs / "zz_clip_0000.nii.gz")
+        damage_image(str(inputs / "zz_clip_0000.nii.gz"), how)
+    elif how == "single_frame_dicom":
+        sources.append(pydicom.data.get_testdata_file("CT_small.dcm"))
+    else:
+        flags = ["--view", "PLAX"]
+    out = tmp_path / "out"
+    with pytest.raises(AssertionError) as error:
+        run(["nnUNetv2_universal_predict_echo", "-i", *sources, "-o", out, "-d", COLLECTION, "-tr",
+             "EchoPromptTrainer_test", "-p", "EchoPlansTest", "-device", "cpu", *flags], env)
+    assert message in str(error.value)
+    assert not out.exists()

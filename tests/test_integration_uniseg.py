@@ -1,5 +1,5 @@
-"""End to end through the real console scripts: plan/preprocess (fixture), train, resume with --c, predict with
---task and --all-tasks, evaluate with nnU-Net's evaluator."""
+"""End to end through the real console scripts: plan/preprocess (fixture), train (killed by SIGKILL mid-epoch and
+resumed with --c), predict with --task and --all-tasks, evaluate with nnU-Net's evaluator."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import COLLECTION_ID, PLANS, run
+from conftest import COLLECTION_ID, PLANS, load_final_checkpoint, run, train_killed_and_resumed
 
 pytestmark = pytest.mark.integration
 TRAINER = "UniSegTrainer_test"
@@ -23,9 +23,9 @@ def _read(path):
 @pytest.fixture(scope="module")
 def trained(collection_workspace):
     env = collection_workspace["env"]
-    run(["nnUNetv2_train", COLLECTION_ID, "3d_fullres", "0", "-tr", TRAINER, "-p", PLANS, "-device", "cpu"], env,
-        {"nnUNet_n_proc_DA": "0"})
     model = os.path.join(env["nnUNet_results"], "Dataset900_Synth", f"{TRAINER}__{PLANS}__3d_fullres")
+    train_killed_and_resumed(["nnUNetv2_train", COLLECTION_ID, "3d_fullres", "0", "-tr", TRAINER, "-p", PLANS,
+                              "-device", "cpu"], env, os.path.join(model, "fold_0"), {"nnUNet_n_proc_DA": "0"})
     return dict(collection_workspace, model=model)
 
 
@@ -57,10 +57,9 @@ def test_preprocessed_collection_keeps_member_settings(collection_workspace):
 
 def test_train_resume_predict_evaluate(trained, tmp_path):
     env, model = trained["env"], trained["model"]
-    checkpoint = torch.load(os.path.join(model, "fold_0", "checkpoint_final.pth"), map_location="cpu",
-                            weights_only=False)
-    assert checkpoint["trainer_name"] == TRAINER and checkpoint["current_epoch"] == 1
-    assert len(checkpoint["logging"]["task_pseudo_dice"]) == 1
+    checkpoint = load_final_checkpoint(os.path.join(model, "fold_0"))
+    assert checkpoint["trainer_name"] == TRAINER
+    assert len(checkpoint["logging"]["task_pseudo_dice"]) == 2
     summary = json.load(open(os.path.join(model, "fold_0", "validation", "summary_per_task.json")))
     cases = json.load(open(os.path.join(model, "dataset.json")))["universal"]["cases"]
     assert set(summary["tasks"]) <= set(cases.values())
@@ -145,11 +144,11 @@ def test_finetune_from_upstream_checkpoint(trained, tmp_path):
     assert torch.equal(exported[key], upstream[key][:-1])
 
     trainer = "UniSegFinetuneTrainer_test"  # learning rate 0: trained weights must equal the loaded ones
-    run(["nnUNetv2_train", target, "3d_fullres", "0", "-tr", trainer, "-p", "UniSegFinetunePlans", "-device", "cpu",
-         "-pretrained_weights", backbone], env, {"nnUNet_n_proc_DA": "0"})
     folder = os.path.join(env["nnUNet_results"], trained["members"][0], f"{trainer}__UniSegFinetunePlans__3d_fullres")
-    tuned = torch.load(os.path.join(folder, "fold_0", "checkpoint_final.pth"), map_location="cpu",
-                       weights_only=False)["network_weights"]
+    train_killed_and_resumed(["nnUNetv2_train", target, "3d_fullres", "0", "-tr", trainer, "-p", "UniSegFinetunePlans",
+                              "-device", "cpu", "-pretrained_weights", backbone], env, os.path.join(folder, "fold_0"),
+                             {"nnUNet_n_proc_DA": "0"})
+    tuned = load_final_checkpoint(os.path.join(folder, "fold_0"))["network_weights"]
     loaded = [k for k in tuned if ".seg_layers." not in k]
     assert len(loaded) == len(exported)
     for k in loaded:
@@ -162,3 +161,51 @@ def test_finetune_from_upstream_checkpoint(trained, tmp_path):
          "-p", "UniSegFinetunePlans", "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0",
          "--disable_progress_bar"], env)
     assert len([f for f in os.listdir(out) if f.endswith(".nii.gz")]) == len(os.listdir(images))
+
+
+PREDICTION_INPUTS = {  # damage -> part of the expected message
+    "unreadable": "cannot read",
+    "nan": "NaN or infinite",
+    "non_orthonormal": "orthonormal",
+    "extra_channel": "2 channel file(s)",
+}
+
+
+@pytest.mark.parametrize("how", list(PREDICTION_INPUTS))
+def test_prediction_refuses_malformed_input_before_writing(trained, tmp_path, how):
+    """One good and one damaged liver case: the damaged one is named, nothing is predicted for either."""
+    import shutil
+    from fake_sources import damage_image
+    env = trained["env"]
+    source = os.path.join(env["nnUNet_raw"], trained["members"][0], "imagesTs")
+    good = sorted(os.listdir(source))[0]
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(os.path.join(source, good), inputs / good)
+    bad = inputs / "zz_case_0000.nii.gz"
+    shutil.copy(os.path.join(source, good), bad)
+    if how == "extra_channel":
+        shutil.copy(bad, inputs / "zz_case_0001.nii.gz")
+    else:
+        damage_image(str(bad), how)
+    out = tmp_path / "out"
+    with pytest.raises(AssertionError) as error:
+        run(["nnUNetv2_universal_predict", "-i", inputs, "-o", out, "-d", COLLECTION_ID, "-tr", TRAINER, "-p", PLANS,
+             "-device", "cpu", "--task", "SynthLiverCT", "--disable_tta"], env)
+    assert "case zz_case" in str(error.value) and PREDICTION_INPUTS[how] in str(error.value)
+    assert not out.exists() or not os.listdir(out)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--task", "SynthLiverCT", "--labels", "tumor"], "has no label(s) ['tumor']"),
+    (["--all-tasks", "--modality", "MRI"], "unknown modality name(s) ['MRI']; the model's modalities:"),
+    (["--all-tasks", "--tasks", "Liver"], "unknown task 'Liver'"),
+])
+def test_prediction_refuses_unknown_names(trained, tmp_path, flags, message):
+    env = trained["env"]
+    source = os.path.join(env["nnUNet_raw"], trained["members"][0], "imagesTs")
+    with pytest.raises(AssertionError) as error:
+        run(["nnUNetv2_universal_predict", "-i", source, "-o", tmp_path / "out", "-d", COLLECTION_ID, "-tr", TRAINER,
+             "-p", PLANS, "-device", "cpu"] + flags, env)
+    assert message in str(error.value)
+    assert not (tmp_path / "out").exists()

@@ -32,6 +32,7 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.utilities.file_path_utilities import get_output_folder
 
 from nnunetv2_universal.conditioning import Condition
+from nnunetv2_universal.image_checks import read_checked
 
 
 class EchoInputError(ValueError):
@@ -150,8 +151,12 @@ def _inputs(paths: Sequence[str], file_ending: str) -> List[str]:
     found = []
     for p in paths:
         if os.path.isdir(p):
-            found += [join(p, f) for f in sorted(os.listdir(p)) if not f.startswith(".") and
-                      (f.endswith("_0000" + file_ending) or f.lower().endswith(".dcm"))]
+            names = [f for f in sorted(os.listdir(p)) if not f.startswith(".")]
+            extra = [f for f in names if f.endswith(file_ending) and not f.endswith("_0000" + file_ending)]
+            if extra:
+                raise EchoInputError(f"{join(p, extra[0])}: the echo model takes one channel (CASE_0000"
+                                     f"{file_ending}, ultrasound grey values)")
+            found += [join(p, f) for f in names if f.endswith("_0000" + file_ending) or f.lower().endswith(".dcm")]
         elif os.path.isfile(p):
             found.append(p)
         else:
@@ -161,17 +166,32 @@ def _inputs(paths: Sequence[str], file_ending: str) -> List[str]:
     return found
 
 
+def check_input(path: str, file_ending: str) -> None:
+    """Read and check one input before anything is predicted: a clip must be a readable (frames, H, W) image with
+    an orthonormal direction and finite values, a cine readable DICOM pixel data with several frames."""
+    if not path.endswith(file_ending):
+        read_cine(path)
+        return
+    image = read_checked(path, os.path.basename(path), EchoInputError)
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise EchoInputError(f"{path}: expected a single-channel (frames, height, width) clip, got "
+                             f"{image.GetDimension()}D with {image.GetNumberOfComponentsPerPixel()} component(s)")
+
+
 def predict_echo(inputs: Sequence[str], output_folder: str, predictor: nnUNetPredictor,
                  view: Optional[str] = None) -> List[Tuple[str, str]]:
-    maybe_mkdir_p(output_folder)
     views = predictor.dataset_json["echo_views"]
     if view is not None:
         if view not in views:
             raise EchoInputError(f"unknown view {view!r}; the model knows {views}")
         predictor.network.condition = Condition(view=views.index(view))
     file_ending = predictor.dataset_json["file_ending"]
+    paths = _inputs(inputs, file_ending)
+    for path in paths:  # every input is checked before the first is predicted: no half-written output folder
+        check_input(path, file_ending)
+    maybe_mkdir_p(output_folder)
     results = []
-    for path in _inputs(inputs, file_ending):
+    for path in paths:
         if path.endswith(file_ending):
             results.append(predict_nifti_clip(predictor, path, output_folder))
         else:
@@ -201,7 +221,10 @@ def main(argv=None):
     folds = [f if f == "all" else int(f) for f in args.f]
     device = torch.device(args.device)
     predictor = load_predictor(args.d, args.tr, args.p, args.c, folds, args.chk, device)
-    predict_echo(args.i, args.o, predictor, args.view)
+    try:
+        predict_echo(args.i, args.o, predictor, args.view)
+    except EchoInputError as e:
+        raise SystemExit(f"nnUNetv2_universal_predict_echo: {e}") from None
 
 
 if __name__ == "__main__":

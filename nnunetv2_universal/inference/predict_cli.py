@@ -15,6 +15,7 @@ from batchgenerators.utilities.file_and_folder_operations import join, load_json
 from nnunetv2.utilities.file_path_utilities import get_output_folder
 
 from nnunetv2_universal.cli import ensure_trainer_folder_on_path
+from nnunetv2_universal.inference.input_checks import PredictionInputError, check_input_folder, check_request
 from nnunetv2_universal.inference.predictor import UniversalPredictor, write_global_labels
 from nnunetv2_universal.registry import TaskRegistry
 
@@ -69,6 +70,13 @@ def main(argv=None):
         raise SystemExit("--labels needs --task")
     if not args.task and not args.all_tasks:
         raise SystemExit("choose --task NAME or --all-tasks (list the tasks with --list-tasks)")
+    dataset_json = load_json(join(model_folder, "dataset.json"))
+    try:  # before the model is loaded: nothing is written unless every case can be predicted
+        spec = check_request(TaskRegistry.from_dataset_json(dataset_json), args.task, args.labels, args.modality,
+                             args.tasks)
+        check_input_folder(args.i, dataset_json["file_ending"], spec)
+    except PredictionInputError as e:
+        raise SystemExit(f"nnUNetv2_universal_predict: {e}") from None
     ensure_trainer_folder_on_path()
     if args.device == "cpu":
         torch.set_num_threads(multiprocessing.cpu_count())

@@ -1,0 +1,58 @@
+"""Checks a prediction request against the model's registry and its input files before anything is predicted or
+written: unknown task, label or modality names, a case with the wrong number of channel files, and images that are
+unreadable, have a non-orthonormal direction or NaN/inf voxels. Every problem is a PredictionInputError naming the
+case and the file; an output folder is never left with some cases predicted and others refused."""
+from __future__ import annotations
+
+import os
+from typing import List, Optional, Sequence
+
+from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
+
+from nnunetv2_universal.image_checks import read_checked
+from nnunetv2_universal.registry import TaskRegistry, TaskSpec, UnknownTaskError
+
+
+class PredictionInputError(ValueError):
+    """A prediction request or one of its input files cannot be used; the message says which and why."""
+
+
+def check_request(registry: TaskRegistry, task: Optional[str], labels: Optional[Sequence[str]],
+                  modalities: Optional[Sequence[str]], tasks: Optional[Sequence[str]] = None) -> Optional[TaskSpec]:
+    """The requested task (None with --all-tasks), after checking every name against the registry."""
+    try:
+        for name in list(tasks or []) + ([task] if task else []):
+            registry.index(name)
+    except UnknownTaskError as e:
+        raise PredictionInputError(e.args[0]) from None
+    spec = registry.task(task) if task else None
+    unknown = [n for n in labels or [] if n not in spec.foreground_labels] if spec else []
+    if unknown:
+        raise PredictionInputError(f"task {spec.name} has no label(s) {unknown}; its labels: "
+                                   f"{sorted(spec.foreground_labels)}")
+    known = {m.lower() for m in registry.modalities}
+    strange = [m for m in modalities or [] if m.lower() not in known]
+    if strange:
+        raise PredictionInputError(f"unknown modality name(s) {strange}; the model's modalities: "
+                                   f"{', '.join(registry.modalities)}")
+    return spec
+
+
+def check_input_folder(folder: str, file_ending: str, spec: Optional[TaskSpec]) -> List[List[str]]:
+    """nnU-Net's case lists of `folder` (CASE_XXXX<ending>), every file read and checked; with a task, every case
+    must have exactly the task's channels."""
+    if not os.path.isdir(folder):
+        raise PredictionInputError(f"input folder {folder} does not exist")
+    cases = create_lists_from_splitted_dataset_folder(folder, file_ending)
+    if not cases:
+        raise PredictionInputError(f"no input cases (CASE_0000{file_ending} ...) in {folder}")
+    for files in cases:
+        case = os.path.basename(files[0])[:-len(file_ending) - 5]  # CASE_0000.nii.gz -> CASE
+        if spec is not None and len(files) != spec.num_channels:
+            names = ", ".join(os.path.basename(f) for f in files)
+            raise PredictionInputError(
+                f"case {case}: {len(files)} channel file(s) ({names}) but task {spec.name} takes "
+                f"{spec.num_channels} ({', '.join(spec.modalities)}: {case}_0000{file_ending} ...)")
+        for f in files:
+            read_checked(f, case, PredictionInputError)
+    return cases
