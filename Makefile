@@ -25,6 +25,9 @@ test: venv
 
 bench: venv
 	$(BIN)/python benchmarks/method_overheads.py --out benchmarks/method_overheads_cpu.json
+	$(BIN)/python benchmarks/loader_throughput.py --out benchmarks/loader_throughput_cpu.json
+	$(BIN)/python benchmarks/loader_throughput.py --patch 64 192 192 --batch_size 2 --batches 30 \
+		--out benchmarks/loader_throughput_paper_patch_cpu.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,6 +1,6 @@
 """What each method costs on top of the network it extends, measured side by side in one run (`make bench`).
 
-    python benchmarks/method_overheads.py [--device cuda] [--paper] [--iters 5] [--out results.json]
+    python benchmarks/method_overheads.py [--device cuda] [--paper] [--iters 5] [--only ROW ...] [--out results.json]
 
 Rows (each a ratio method / baseline, same inputs, same step: forward + backward + SGD step):
 - all-tasks prediction: UniSeg's encoder + FUSE once and 11 decoder passes vs 11 separate conditioned forwards,
@@ -147,18 +147,24 @@ def hermes(device: str, paper: bool, iters: int) -> Dict:
             "params_bare": sum(p.numel() for p in bare.parameters())}
 
 
+ROWS = {"all_tasks_prediction": all_tasks_prediction, "echo_step": echo_step, "m4oe_layer": moe_layer,
+        "hermes": hermes}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--paper", action="store_true", help="the papers' sizes (GPU)")
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--out", default=None)
+    p.add_argument("--only", nargs="+", default=None, choices=list(ROWS), help="run only these rows")
     a = p.parse_args(argv)
     torch.manual_seed(0)
     results = {"device": a.device if a.device == "cpu" else torch.cuda.get_device_name(), "torch": torch.__version__,
                "paper_sizes": a.paper}
-    for name, fn in (("all_tasks_prediction", all_tasks_prediction), ("echo_step", echo_step),
-                     ("m4oe_layer", moe_layer), ("hermes", hermes)):
+    for name, fn in ROWS.items():
+        if a.only and name not in a.only:
+            continue
         results[name] = fn(a.device, a.paper, a.iters)
         print(name, json.dumps(results[name]))
     if a.out:

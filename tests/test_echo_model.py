@@ -286,3 +286,23 @@ def test_read_real_echo_cine():
     assert geometry["box"] == (84, 31, 320, 240)  # region clipped to the (downsampled) image
     assert geometry["mm_per_pixel"] == pytest.approx((0.5105, 0.5105), abs=1e-4)
     assert geometry["frame_time_ms"] == pytest.approx(33.333)
+
+
+def test_generated_head_reads_shared_features_once_with_the_same_result():
+    """The classes of a sample share the head input: applying the first generated layer to it once (groups =
+    samples) equals applying the per-instance head to k materialised copies, values and gradients."""
+    from nnunetv2_universal.networks.blocks import GeneratedConvHead
+    head = GeneratedConvHead([(8, 8), (8, 8), (1, 8)])
+    b, k = 3, 2
+    features = torch.randn(b, 8, 4, 5, 6, requires_grad=True)
+    params = torch.randn(b * k, head.num_params, requires_grad=True)
+    copies = features[:, None].expand(-1, k, *features.shape[1:]).reshape(b * k, *features.shape[1:])
+    expected = head.apply(copies, params)
+    grads_expected = torch.autograd.grad(expected.square().sum(), (features, params))
+    shared = head.apply(features, params, instances_per_input=k)
+    grads_shared = torch.autograd.grad(shared.square().sum(), (features, params))
+    torch.testing.assert_close(shared, expected)
+    for g_shared, g_expected in zip(grads_shared, grads_expected):
+        torch.testing.assert_close(g_shared, g_expected)
+    with pytest.raises(ValueError, match="expected generated parameters"):
+        head.apply(features, params[:-1], instances_per_input=k)

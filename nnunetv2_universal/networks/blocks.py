@@ -160,11 +160,14 @@ class GeneratedConvHead:
         self.layer_shapes = [tuple(int(v) for v in s) for s in layer_shapes]
         self.num_params = sum(o * i + o for o, i in self.layer_shapes)
 
-    def apply(self, features: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        n, spatial = features.shape[0], features.shape[2:]
-        if params.shape != (n, self.num_params):
-            raise ValueError(f"expected generated parameters of shape ({n}, {self.num_params}), got "
-                             f"{tuple(params.shape)}")
+    def apply(self, features: torch.Tensor, params: torch.Tensor, instances_per_input: int = 1) -> torch.Tensor:
+        """`instances_per_input` k > 1: features (N / k, C, *spatial) are shared by k consecutive instances (the
+        classes of one sample). The first layer then reads them once (groups = N / k, k * out channels each)
+        instead of from k materialised copies, which at full resolution cost more than the head itself."""
+        n, k, spatial = params.shape[0], instances_per_input, features.shape[2:]
+        if params.shape != (n, self.num_params) or features.shape[0] * k != n:
+            raise ValueError(f"expected generated parameters of shape ({features.shape[0] * k}, {self.num_params}), "
+                             f"got {tuple(params.shape)}")
         conv = F.conv3d if len(spatial) == 3 else F.conv2d
         x = features.reshape(1, -1, *spatial)
         offset = 0
@@ -173,7 +176,7 @@ class GeneratedConvHead:
             offset += out_c * in_c
             bias = params[:, offset:offset + out_c].reshape(n * out_c)
             offset += out_c
-            x = conv(x, weight, bias, groups=n)
+            x = conv(x, weight, bias, groups=n // k if i == 0 else n)
             if i < len(self.layer_shapes) - 1:
                 x = F.relu(x)
         return x.reshape(n, -1, *spatial)

@@ -182,10 +182,8 @@ class EchoPromptNetwork(_StemmedUNetParts, ConditionedNetwork):
         k = self.num_classes
         codes = torch.cat((image_code[:, None].expand(-1, k, -1), text_code[None].expand(b, -1, -1),
                            prompt_code[:, None].expand(-1, k, -1)), 2)
-        params = self.controller(codes).reshape(b * k, -1)
-        per_class = head_features[:, None].expand(-1, k, *head_features.shape[1:]).reshape(
-            b * k, *head_features.shape[1:])
-        logits = self.head.apply(per_class, params).reshape(b, k, *x.shape[2:])
+        params = self.controller(codes).reshape(b * k, -1)  # sample-major: instance b * k + class
+        logits = self.head.apply(head_features, params, instances_per_input=k).reshape(b, k, *x.shape[2:])
         return logits, {"scores": scores, "selection": selection, "query": query}
 
     def forward(self, x: torch.Tensor, condition: ConditionLike = None, query: Optional[torch.Tensor] = None,
