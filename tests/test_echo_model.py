@@ -306,3 +306,21 @@ def test_generated_head_reads_shared_features_once_with_the_same_result():
         torch.testing.assert_close(g_shared, g_expected)
     with pytest.raises(ValueError, match="expected generated parameters"):
         head.apply(features, params[:-1], instances_per_input=k)
+
+
+def test_score_maps_are_cosines_of_projected_voxels_and_text(tmp_path):
+    """The fused computation equals its definition: cosine between each voxel's projected feature and each class's
+    projected embedding (values and gradients)."""
+    import torch.nn.functional as F
+    net = make_network(folder=tmp_path)
+    net.class_embeddings.normal_()
+    features = torch.randn(2, net.pixel_projection.in_channels, 4, 8, 8, requires_grad=True)
+    embeddings = net.centred_class_embeddings()
+    fused = net.score_maps(features, embeddings)
+    pixels = F.normalize(net.pixel_projection(features), dim=1, eps=1e-6)
+    text = F.normalize(net.text_projection(embeddings), dim=1, eps=1e-6)
+    definition = torch.einsum("bc...,kc->bk...", pixels, text)
+    torch.testing.assert_close(fused, definition)
+    torch.testing.assert_close(torch.autograd.grad(fused.square().sum(), features)[0],
+                               torch.autograd.grad(definition.square().sum(), features)[0])
+    assert fused.abs().max() <= 1 + 1e-5

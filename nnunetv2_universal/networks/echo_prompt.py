@@ -150,9 +150,16 @@ class EchoPromptNetwork(_StemmedUNetParts, ConditionedNetwork):
 
     def score_maps(self, features: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:
         """(B, K, *spatial) cosine between each voxel's projected feature and each class's projected embedding."""
-        pixels = F.normalize(self.pixel_projection(features), dim=1, eps=1e-6)
-        text = F.normalize(self.text_projection(class_embeddings), dim=1, eps=1e-6)
-        return torch.einsum("bc...,kc->bk...", pixels, text)
+        # = einsum(normalize(P f), t) with P the pixel projection, computed as (t^T P) f / ||P f||: the projected
+        # features are only reduced to their norm, never normalised channel by channel or permuted (at 16x224x224
+        # those full-resolution passes cost more than the projection itself, see docs/performance.md)
+        text = F.normalize(self.text_projection(class_embeddings), dim=1, eps=1e-6)  # (K, S)
+        projection = self.pixel_projection
+        norms = torch.linalg.vector_norm(projection(features), dim=1, keepdim=True).clamp_min(1e-6)
+        weight = (text.to(projection.weight.dtype) @ projection.weight.flatten(1)).reshape(
+            text.shape[0], -1, *projection.weight.shape[2:])
+        conv = F.conv3d if features.ndim == 5 else F.conv2d
+        return conv(features, weight, text.to(projection.bias.dtype) @ projection.bias) / norms
 
     def forward_with_aux(self, x: torch.Tensor, query: Optional[torch.Tensor] = None,
                          views: Optional[torch.Tensor] = None,
