@@ -60,8 +60,8 @@ def write_like(array: np.ndarray, reference: sitk.Image, path: str, vector: bool
 
 def damage_image(path: str, how: str) -> None:
     """Damage an image file in place: "unreadable" (random bytes), "nan" (one NaN voxel, float32),
-    "non_orthonormal" (the second voxel axis sheared towards the first), "channels" (3D -> 2 channels, 4D -> one
-    frame/channel less)."""
+    "non_orthonormal" (the second voxel axis sheared towards the first), "channels" (3D -> 2 channels, 4D -> its
+    first frame/channel only, 3D)."""
     if how == "unreadable":
         with open(path, "wb") as f:
             f.write(os.urandom(300))
@@ -86,7 +86,7 @@ def damage_image(path: str, how: str) -> None:
             image.SetDirection(direction.ravel().tolist())
             sitk.WriteImage(image, path)
     elif how == "channels":
-        if image.GetDimension() == 4:  # a 4D cine or multi-channel volume loses its last frame/channel
+        if image.GetDimension() == 4:  # a 4D cine or multi-channel volume keeps only its first frame/channel
             size = list(image.GetSize())
             sitk.WriteImage(sitk.Extract(image, size[:3] + [0], [0, 0, 0, 0]), path)
         else:  # a 3D volume gains a second channel

@@ -137,8 +137,7 @@ def test_finetune_from_upstream_checkpoint(trained, tmp_path):
          "-o", backbone, "-c", "1"], env)
     exported = torch.load(backbone, map_location="cpu", weights_only=True)["network_weights"]
     assert "prompt" not in exported and not any(k.startswith("fuse.") or ".seg_layers." in k for k in exported)
-    upstream = torch.load(os.path.join(model, "fold_0", "checkpoint_final.pth"), map_location="cpu",
-                          weights_only=False)["network_weights"]
+    upstream = load_final_checkpoint(os.path.join(model, "fold_0"))["network_weights"]
     key = "decoder.transpconvs.0.weight"
     assert exported[key].shape[0] == upstream[key].shape[0] - 1
     assert torch.equal(exported[key], upstream[key][:-1])
