@@ -76,12 +76,16 @@ def train_killed_and_resumed(cmd, env, output_folder: str, extra_env=None,
     return resumed
 
 
-def load_final_checkpoint(output_folder: str) -> dict:
-    """The final checkpoint, loaded without executing pickled code; checks it is complete and finite."""
+def load_final_checkpoint(output_folder: str, conditioned: bool = True) -> dict:
+    """The final checkpoint, loaded without executing pickled code; checks it is complete and finite, and (for the
+    universal trainers) that the condition diagnostic was logged for both epochs."""
     import torch
     from nnunetv2_universal.finetuning.weights import load_checkpoint_safely
     checkpoint = load_checkpoint_safely(os.path.join(output_folder, "checkpoint_final.pth"))
     assert checkpoint["current_epoch"] == 2
+    if conditioned:
+        assert len(checkpoint["logging"]["condition_sensitivity"]) == 2
+        assert os.path.isfile(os.path.join(output_folder, "progress.png"))
     assert all(torch.isfinite(v).all() for v in checkpoint["network_weights"].values() if v.is_floating_point())
     return checkpoint
 

@@ -147,7 +147,7 @@ def test_finetune_from_upstream_checkpoint(trained, tmp_path):
     train_killed_and_resumed(["nnUNetv2_train", target, "3d_fullres", "0", "-tr", trainer, "-p", "UniSegFinetunePlans",
                               "-device", "cpu", "-pretrained_weights", backbone], env, os.path.join(folder, "fold_0"),
                              {"nnUNet_n_proc_DA": "0"})
-    tuned = load_final_checkpoint(os.path.join(folder, "fold_0"))["network_weights"]
+    tuned = load_final_checkpoint(os.path.join(folder, "fold_0"), conditioned=False)["network_weights"]
     loaded = [k for k in tuned if ".seg_layers." not in k]
     assert len(loaded) == len(exported)
     for k in loaded:

@@ -330,3 +330,33 @@ def test_compute_conv_feature_map_size_positive_int():
     # larger input, larger estimate; the prompt term is included
     assert int(net.compute_conv_feature_map_size([32, 64, 64])) > int(size)
     assert int(size) > 3 * int(np.prod(net.prompt.shape[1:]))
+
+
+def test_decoder_film_starts_as_the_paper_network_and_its_gradient_is_per_task():
+    """The opt-in FiLM is zero-initialised (same outputs as the paper's network with the same weights) and only the
+    batch's task row of its tables receives gradient."""
+    torch.manual_seed(0)
+    paper = _tiny(deep_supervision=True)
+    film = _tiny(deep_supervision=True, decoder_film=True)
+    missing, unexpected = film.load_state_dict(paper.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("film.") for k in missing) and missing
+    x = _image()
+    for a, b in zip(paper(x, 1), film(x, 1)):
+        torch.testing.assert_close(a, b)
+    sum(o.sum() for o in film(x, 2)).backward()
+    for table in list(film.film.scale) + list(film.film.shift):
+        rows = table.grad.abs().sum(1)
+        assert rows[2] > 0 and rows[[0, 1]].sum() == 0
+
+
+def test_prompt_gain_scales_only_the_prompt_channel():
+    torch.manual_seed(0)
+    paper = _tiny(deep_supervision=False)
+    gained = _tiny(deep_supervision=False, prompt_gain="auto")
+    gained.load_state_dict(paper.state_dict())
+    assert gained.prompt_gain == pytest.approx(np.sqrt(paper.encoder.output_channels[-1]))
+    x = _image()
+    assert not torch.allclose(paper(x, 0), gained(x, 0))
+    with torch.no_grad():  # the same as scaling the first transposed conv's prompt input weights
+        paper.decoder.transpconvs[0].weight[-1] *= float(np.sqrt(paper.encoder.output_channels[-1]))
+    torch.testing.assert_close(paper(x, 0), gained(x, 0))

@@ -11,7 +11,8 @@ from batchgenerators.utilities.file_and_folder_operations import join, load_json
 from conftest import PLANS
 from nnunetv2_universal.inference.predictor import UniversalPredictor
 from nnunetv2_universal.training.variants.uniseg_ablations import (
-    DoDNetTrainer, UniSegTrainerFixedPrompt, UniSegTrainerMultiplePrompts, UniSegTrainerUniSegT)
+    DoDNetTrainer, UniSegTrainerConditionLR, UniSegTrainerDecoderFiLM, UniSegTrainerFixedPrompt,
+    UniSegTrainerLowestHead, UniSegTrainerMultiplePrompts, UniSegTrainerPromptGain, UniSegTrainerUniSegT)
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +30,8 @@ def _short(variant):
 
 
 @pytest.mark.parametrize("variant", [UniSegTrainerFixedPrompt, UniSegTrainerMultiplePrompts, UniSegTrainerUniSegT,
-                                     DoDNetTrainer])
+                                     DoDNetTrainer, UniSegTrainerDecoderFiLM, UniSegTrainerPromptGain,
+                                     UniSegTrainerConditionLR, UniSegTrainerLowestHead])
 def test_variant_trains_and_predicts(variant, collection_workspace, monkeypatch):
     env = collection_workspace["env"]
     for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
@@ -47,6 +49,16 @@ def test_variant_trains_and_predicts(variant, collection_workspace, monkeypatch)
         assert "prompt" not in dict(network.named_parameters()) and not network.prompt.any()
     if variant is UniSegTrainerMultiplePrompts:
         assert network.fuse is None
+    if variant is UniSegTrainerDecoderFiLM:
+        assert network.film is not None and any(p.abs().sum() > 0 for p in network.film.parameters())  # trained
+    if variant is UniSegTrainerPromptGain:
+        assert network.prompt_gain == pytest.approx(np.sqrt(network.encoder.output_channels[-1]))
+    if variant is UniSegTrainerConditionLR:  # prompt and FUSE at 10x the learning rate of the rest
+        assert [g["lr"] / trainer.optimizer.param_groups[0]["lr"] for g in trainer.optimizer.param_groups] == \
+            pytest.approx([1.0, 10.0])
+    if variant is UniSegTrainerLowestHead:
+        weights = trainer.loss.loss.weight_factors
+        assert weights[-1] > 0 and sum(weights) == pytest.approx(1.0)
 
     trainer.set_deep_supervision_enabled(False)
     predictor = UniversalPredictor(use_mirroring=False, device=torch.device("cpu"), allow_tqdm=False)

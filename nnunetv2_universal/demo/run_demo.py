@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -22,7 +22,17 @@ from nnunetv2_universal.cli import TRAINER_FOLDER
 
 COLLECTION_ID = 900
 FIRST_MEMBER_ID = 501
-TRAINER = "UniSegTrainer_cpuDemo"
+TRAINER = "UniSegTrainerDecoderFiLM_cpuDemo"
+PAPER_TRAINER = "UniSegTrainer_cpuDemo"
+
+
+def demo_trainer_class(name: str = TRAINER):
+    """The trainer class nnUNetv2_train finds for `name` in the plugin's trainer folder."""
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+    cls = recursive_find_python_class(TRAINER_FOLDER, name, "nnunetv2_universal.nnunet_trainers")
+    if cls is None:
+        raise KeyError(f"no trainer {name} in {TRAINER_FOLDER}")
+    return cls
 PLANS = "UniSegPlansCPUDemo"
 
 
@@ -42,7 +52,8 @@ def _run(cmd: List[str], env: dict, log_file: str) -> None:
                                        "Global labels", "Error", "error")):
                 print("   " + line.rstrip(), flush=True)
         if proc.wait() != 0:
-            raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}; see {log_file}")
+            raise DemoStepFailed(f"{os.path.basename(cmd[0])} exited with status {proc.returncode}; its output is in "
+                                 f"{log_file}. Command: {' '.join(cmd)}")
     print(f"   done in {time.time() - start:.0f} s", flush=True)
 
 
@@ -61,24 +72,46 @@ def _evaluate(gt_folder: str, pred_folder: str, labels: Dict[str, int], file_end
     return {name: float(np.nanmean(values)) for name, values in per_class.items()}
 
 
-def _figure(tasks, raw: str, pred_root: str, out_png: str) -> None:
+def _read(path: str) -> np.ndarray:
+    import SimpleITK as sitk
+    return sitk.GetArrayFromImage(sitk.ReadImage(path))
+
+
+def _cross_activation(task, pred_folder: str, structures_folder: str) -> Optional[float]:
+    """Mean over held-out cases of the largest fraction of another task's structure this task labels."""
+    from nnunetv2_universal.demo.synthetic import cross_activation
+    values = []
+    for case in sorted(os.listdir(structures_folder)):
+        found = cross_activation(task, _read(os.path.join(pred_folder, case)),
+                                 _read(os.path.join(structures_folder, case)))
+        if found:
+            values.append(max(found.values()))
+    return float(np.mean(values)) if values else None
+
+
+def _figure(tasks, raw: str, pred_root: str, global_labels: Dict[str, int], out_png: str) -> None:
+    """One row per task (first held-out case, slice with most structure): image, every structure the image
+    shows, the task's labels, --task and --all-tasks output."""
     import matplotlib
     matplotlib.use("agg")
     import matplotlib.pyplot as plt
-    import SimpleITK as sitk
-    fig, axes = plt.subplots(len(tasks), 4, figsize=(13, 3.3 * len(tasks)))
+    fig, axes = plt.subplots(len(tasks), 5, figsize=(16, 3.3 * len(tasks)))
+    top = max(global_labels.values())
     for row, (task, member) in enumerate(tasks):
         case = sorted(f for f in os.listdir(os.path.join(raw, member, "labelsTs")))[0][:-len(".nii.gz")]
-        image = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(raw, member, "imagesTs", f"{case}_0000.nii.gz")))
-        gt = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(raw, member, "labelsTs", f"{case}.nii.gz")))
-        pred = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(pred_root, task, f"{case}.nii.gz")))
-        merged = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(pred_root, "all_tasks", f"{case}.nii.gz")))
-        z = int(np.argmax((gt > 0).sum((1, 2))))
+        image = _read(os.path.join(raw, member, "imagesTs", f"{case}_0000.nii.gz"))
+        structures = _read(os.path.join(raw, member, "structuresTs", f"{case}.nii.gz"))
+        gt = _read(os.path.join(raw, member, "labelsTs", f"{case}.nii.gz"))
+        pred = _read(os.path.join(pred_root, task.name, f"{case}.nii.gz"))
+        merged = _read(os.path.join(pred_root, "all_tasks", f"{case}.nii.gz"))
+        z = int(np.argmax((structures > 0).sum((1, 2))))
         vmax = max(int(gt.max()), 1)
-        panels = [(image[z], "gray", None, f"{task}: image (channel 0)"), (gt[z], "viridis", vmax, "ground truth"),
-                  (pred[z], "viridis", vmax, "prediction --task"), (merged[z], "tab10", 9, "--all-tasks (global)")]
-        for ax, (arr, cmap, top, title) in zip(axes[row], panels):
-            ax.imshow(arr, cmap=cmap, vmin=0 if top else None, vmax=top, interpolation="nearest")
+        panels = [(image[z], "gray", None, f"{task.name}: image (channel 0)"),
+                  (structures[z], "Set2", max(task.structures.values()), "what the image shows"),
+                  (gt[z], "viridis", vmax, "this task's labels"), (pred[z], "viridis", vmax, "--task"),
+                  (merged[z], "tab10", max(top, 9), "--all-tasks (global labels)")]
+        for ax, (arr, cmap, vtop, title) in zip(axes[row], panels):
+            ax.imshow(arr, cmap=cmap, vmin=0 if vtop else None, vmax=vtop, interpolation="nearest")
             ax.set_title(title, fontsize=9)
             ax.axis("off")
     fig.tight_layout()
@@ -86,11 +119,26 @@ def _figure(tasks, raw: str, pred_root: str, out_png: str) -> None:
     plt.close(fig)
 
 
-def main(argv=None):
+class DemoStepFailed(RuntimeError):
+    """A step of the demo failed; the message says which and where to look."""
+
+
+def main(argv=None) -> int:
+    """Console entry point: 0 when every step ran, 1 (with the reason on stderr) when one failed."""
+    try:
+        run_demo(argv)
+    except DemoStepFailed as e:
+        print(f"\nDemo failed: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_demo(argv=None) -> dict:
     parser = argparse.ArgumentParser(description="Run the universal segmentation demo on synthetic data (CPU).")
     parser.add_argument("-o", default="demo_output", help="workspace folder (default ./demo_output; replaced)")
     parser.add_argument("-device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--num_train", type=int, default=8, help="training cases per task")
+    parser.add_argument("-tr", default=TRAINER, help=f"trainer (default {TRAINER})")
     args = parser.parse_args(argv)
     start = time.time()
     work = os.path.abspath(args.o)
@@ -112,54 +160,84 @@ def main(argv=None):
     print(f"[1/6] synthetic data -> {raw}", flush=True)
     from nnunetv2_universal.demo.synthetic import SYNTHETIC_TASKS, make_synthetic_datasets
     members = make_synthetic_datasets(raw, FIRST_MEMBER_ID, num_train=args.num_train, num_test=2)
-    tasks = [(t.name, m) for t, m in zip(SYNTHETIC_TASKS, members)]
+    tasks = list(zip(SYNTHETIC_TASKS, members))
     print("[2/6] build the collection", flush=True)
     _run([script("nnUNetv2_universal_build_collection"), "-d", *[str(FIRST_MEMBER_ID + i) for i in range(len(members))],
           "-o", str(COLLECTION_ID), "-n", "SynthUniversal"], env, log)
     print("[3/6] plan and preprocess (each task keeps its spacing and normalisation)", flush=True)
     _run([script("nnUNetv2_universal_plan_and_preprocess"), "-d", str(COLLECTION_ID), "-pl", "cpu_demo", "-np", "1",
           "--no_pbar"], env, log)
-    print(f"[4/6] train {TRAINER} (stock nnUNetv2_train)", flush=True)
-    _run([script("nnUNetv2_train"), str(COLLECTION_ID), "3d_fullres", "0", "-tr", TRAINER, "-p", PLANS,
+    print(f"[4/6] train {args.tr} (stock nnUNetv2_train)", flush=True)
+    _run([script("nnUNetv2_train"), str(COLLECTION_ID), "3d_fullres", "0", "-tr", args.tr, "-p", PLANS,
           "-device", args.device], dict(env, nnUNet_n_proc_DA=env.get("nnUNet_n_proc_DA", "0")), log)
     print("[5/6] predict held-out cases: --task per task, then --all-tasks", flush=True)
     pred_root = os.path.join(work, "predictions")
     all_inputs = os.path.join(work, "all_test_images")
     os.makedirs(all_inputs)
-    common = ["-d", str(COLLECTION_ID), "-tr", TRAINER, "-p", PLANS, "-c", "3d_fullres", "-f", "0",
+    common = ["-d", str(COLLECTION_ID), "-tr", args.tr, "-p", PLANS, "-c", "3d_fullres", "-f", "0",
               "-device", args.device, "-npp", "0", "-nps", "0", "--disable_progress_bar"]
     for task, member in tasks:
         images = os.path.join(raw, member, "imagesTs")
         for f in os.listdir(images):
             shutil.copy(os.path.join(images, f), all_inputs)
-        _run([script("nnUNetv2_universal_predict"), "-i", images, "-o", os.path.join(pred_root, task),
-              "--task", task, *common], env, log)
+        _run([script("nnUNetv2_universal_predict"), "-i", images, "-o", os.path.join(pred_root, task.name),
+              "--task", task.name, *common], env, log)
     _run([script("nnUNetv2_universal_predict"), "-i", all_inputs, "-o", os.path.join(pred_root, "all_tasks"),
           "--all-tasks", *common], env, log)
     print("[6/6] evaluate (nnU-Net's evaluator) and draw", flush=True)
     global_labels = json.load(open(os.path.join(pred_root, "all_tasks", "labels.json")))
-    table, rows = {}, []
+    table = {}
     for task, member in tasks:
-        spec = json.load(open(os.path.join(raw, member, "dataset.json")))["universal_task"]
         gt = os.path.join(raw, member, "labelsTs")
-        dice = _evaluate(gt, os.path.join(pred_root, task), spec["labels"], ".nii.gz")
+        dice = _evaluate(gt, os.path.join(pred_root, task.name), task.labels, ".nii.gz")
         # --all-tasks output in global labels: map back to this task's labels for the same evaluation
-        merged_eval = _evaluate_merged(gt, os.path.join(pred_root, "all_tasks"), task, spec["labels"], global_labels)
-        table[task] = {"per_class": dice, "mean": float(np.mean(list(dice.values()))),
-                       "all_tasks_mean": float(np.mean(list(merged_eval.values())))}
-        rows.append(f"{task:14s} {table[task]['mean']:6.3f}   {table[task]['all_tasks_mean']:6.3f}   "
-                    + "  ".join(f"{k}={v:.3f}" for k, v in dice.items()))
+        merged = _evaluate_merged(gt, os.path.join(pred_root, "all_tasks"), task.name, task.labels, global_labels)
+        table[task.name] = {"per_class": dice, "mean": float(np.mean(list(dice.values()))),
+                            "all_tasks_mean": float(np.mean(list(merged.values()))),
+                            "cross_activation": _cross_activation(task, os.path.join(pred_root, task.name),
+                                                                  os.path.join(raw, member, "structuresTs"))}
     mean = float(np.mean([v["mean"] for v in table.values()]))
-    table["mean_dice"] = mean
+    results = {"trainer": args.tr, "tasks": table, "mean_dice": mean}
     with open(os.path.join(work, "demo_results.json"), "w") as f:
-        json.dump(table, f, indent=2)
-    _figure(tasks, raw, pred_root, os.path.join(work, "demo_results.png"))
-    print("\nHeld-out Dice (2 cases per task)")
-    print(f"{'task':14s} {'--task':>6s}   {'--all':>6s}   per class (--task)")
-    print("\n".join(rows))
-    print(f"{'mean':14s} {mean:6.3f}")
+        json.dump(results, f, indent=2)
+    _figure(tasks, raw, pred_root, global_labels, os.path.join(work, "demo_results.png"))
+    _print_table(args.tr, table, mean)
     print(f"\nFigure: {os.path.join(work, 'demo_results.png')}\nTotal time: {time.time() - start:.0f} s")
-    return table
+    return results
+
+
+def _print_table(trainer: str, table: dict, mean: float) -> None:
+    fmt = lambda v: "     -" if v is None else f"{v:6.3f}"  # noqa: E731
+    paper = _paper_network_numbers() if trainer != PAPER_TRAINER else None
+    print(f"\nHeld-out Dice (2 cases per task), {trainer}" + (f"; beside it, UniSeg's paper network on the "
+                                                              f"same schedule ({PAPER_TRAINER})" if paper else ""))
+    extra = f"   | {'--task':>6s}   {'--all':>6s}   {'cross':>6s}  (paper network)" if paper else ""
+    print(f"{'task':14s} {'--task':>6s}   {'--all':>6s}   {'cross':>6s}{extra}   per class (--task)")
+    for name, row in table.items():
+        beside = ""
+        if paper and name in paper["tasks"]:
+            p = paper["tasks"][name]
+            beside = f"   | {fmt(p['task_dice'])}   {fmt(p['all_tasks_dice'])}   {fmt(p['cross_activation'])}" + \
+                " " * 16
+        print(f"{name:14s} {row['mean']:6.3f}   {row['all_tasks_mean']:6.3f}   {fmt(row['cross_activation'])}"
+              f"{beside}   " + "  ".join(f"{k}={v:.3f}" for k, v in row["per_class"].items()))
+    print(f"{'mean':14s} {mean:6.3f}")
+    print("cross: the largest fraction of another task's structure that the task labels (both CT tasks see liver, "
+          "lesion and kidneys in every image; each labels only its own)")
+    if paper:
+        print(f"The demo trains {trainer}: UniSeg plus a per-task FiLM in every decoder stage, beyond the paper. "
+              f"UniSeg's paper network does not learn its task condition reliably within this budget; its numbers "
+              f"are the median of {len(paper['seeds'])} seeds measured with `{paper['command']}` "
+              f"(docs/explanation/learning-the-condition.md).")
+
+
+def _paper_network_numbers() -> Optional[dict]:
+    """UniSeg's paper network on the demo's collection and schedule, as measured by benchmarks/conditioning.py."""
+    path = os.path.join(os.path.dirname(__file__), "paper_network_numbers.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def _evaluate_merged(gt_folder: str, merged_folder: str, task: str, labels: Dict[str, int],
@@ -180,4 +258,4 @@ def _evaluate_merged(gt_folder: str, merged_folder: str, task: str, labels: Dict
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

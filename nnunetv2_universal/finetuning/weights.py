@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 PROMPT_KEYS = ("prompt",)
-DROPPED_PREFIXES = ("fuse.",)
+DROPPED_PREFIXES = ("fuse.", "film.")  # film: the opt-in decoder FiLM (per-task, no use downstream)
 FIRST_TRANSPCONV = "decoder.transpconvs.0.weight"
 STEM_KEY_PARTS = (".convs.0.conv.conv_", ".convs.0.all_modules.0.conv_")
 _NUMPY_SAFE_GLOBALS = [np._core.multiarray.scalar, np.dtype, np.dtypes.Float64DType, np.dtypes.Float32DType,

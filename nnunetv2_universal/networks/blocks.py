@@ -8,7 +8,7 @@
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Type, Union
+from typing import Callable, List, Optional, Sequence, Type, Union
 
 import numpy as np
 import torch
@@ -116,14 +116,18 @@ class ConditionedUNetDecoder(nn.Module):
         self.transpconvs = nn.ModuleList(transpconvs)
         self.seg_layers = nn.ModuleList(seg_layers)
 
-    def forward(self, skips: List[torch.Tensor], head_extra: Optional[torch.Tensor] = None):
+    def forward(self, skips: List[torch.Tensor], head_extra: Optional[torch.Tensor] = None,
+                modulate: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None):
         """`head_extra` (if the decoder has extra head channels): a map resized to each head's resolution and
-        concatenated to the features the head sees (task information at the end of the decoder)."""
+        concatenated to the features the head sees (task information at the end of the decoder).
+        `modulate(stage, x)`: applied to each stage's output (e.g. a per-task FiLM)."""
         x = skips[-1]
         outputs = []
         for s in range(len(self.stages)):
             x = self.transpconvs[s](x)
             x = self.stages[s](torch.cat((x, skips[-(s + 2)]), 1))
+            if modulate is not None:
+                x = modulate(s, x)
             if self.deep_supervision or s == len(self.stages) - 1:
                 head_in = x if head_extra is None else torch.cat(
                     (x, nn.functional.interpolate(head_extra, size=x.shape[2:], mode="trilinear"

@@ -163,13 +163,15 @@ class EchoPromptNetwork(_StemmedUNetParts, ConditionedNetwork):
 
     def forward_with_aux(self, x: torch.Tensor, query: Optional[torch.Tensor] = None,
                          views: Optional[torch.Tensor] = None,
-                         condition: ConditionLike = None) -> Tuple[torch.Tensor, Dict[str, object]]:
-        """Logits and what the losses and logs need: score maps (or None) and the PromptSelection."""
+                         condition: ConditionLike = None,
+                         force_views: bool = False) -> Tuple[torch.Tensor, Dict[str, object]]:
+        """Logits and what the losses and logs need: score maps (or None) and the PromptSelection.
+        `force_views`: select the given views' prompt slots also in eval mode (the condition diagnostic)."""
         if self.text_mode == "clinicalbert" and not bool(self.class_embeddings_ready):
             raise RuntimeError("class_embeddings are not set: the trainer computes them from ClinicalBERT "
                                "(nnUNet_universal_clinicalbert) before training; a trained checkpoint holds them")
         b = x.shape[0]
-        views = self._views(views, condition, b, x.device)
+        views = views if force_views else self._views(views, condition, b, x.device)
         if query is None:
             query = self.compute_query(x)
         selection: PromptSelection = self.prompt_pool(query, views)

@@ -110,7 +110,9 @@ class UniSegNetwork(_StemmedUNetParts, ConditionedNetwork):
                  seg_bias: bool = True,
                  fuse_reduction: int = 4,
                  prompt_mode: str = "universal",
-                 prompt_position: str = "bottleneck"):
+                 prompt_position: str = "bottleneck",
+                 decoder_film: bool = False,
+                 prompt_gain: Union[float, str, None] = None):
         super().__init__()
         if num_tasks < 1:
             raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
@@ -140,6 +142,12 @@ class UniSegNetwork(_StemmedUNetParts, ConditionedNetwork):
                                 nonlin_kwargs)
             for c_in, c_out in ((fuse_in, hidden), (hidden, hidden), (hidden, num_tasks))]) \
             if prompt_mode != "per_task" else None
+        # Opt-in, beyond the paper: the selected task prompt times a gain (None: 1, the paper; "auto":
+        # sqrt(bottleneck channels), so the one prompt channel weighs as much as all image channels together).
+        self.prompt_gain = 1.0 if prompt_gain is None else float(np.sqrt(self.encoder.output_channels[-1])) \
+            if prompt_gain == "auto" else float(prompt_gain)
+        # Opt-in, beyond the paper: per-task scale and shift of every decoder stage's output channels.
+        self.film = TaskFiLM(num_tasks, self.decoder.skip_channels[::-1]) if decoder_film else None
 
     def task_prompts(self, bottleneck: torch.Tensor) -> torch.Tensor:
         """(B, T, *bottleneck_size) image-dependent prompts, one channel per task."""
@@ -163,11 +171,13 @@ class UniSegNetwork(_StemmedUNetParts, ConditionedNetwork):
         prompts = self.task_prompts(skips[-1])
         outputs = []
         for t in tasks:
+            modulate = None if self.film is None else self.film.for_task(t)
+            prompt = prompts[:, t:t + 1] if self.prompt_gain == 1.0 else prompts[:, t:t + 1] * self.prompt_gain
             if self.prompt_position == "bottleneck":
-                conditioned = skips[:-1] + [torch.cat((skips[-1], prompts[:, t:t + 1]), 1)]
-                outputs.append(self.decoder(conditioned))
+                conditioned = skips[:-1] + [torch.cat((skips[-1], prompt), 1)]
+                outputs.append(self.decoder(conditioned, modulate=modulate))
             else:  # UniSeg-T ablation: the task prompt reaches only the segmentation heads
-                outputs.append(self.decoder(skips, head_extra=prompts[:, t:t + 1]))
+                outputs.append(self.decoder(skips, head_extra=prompt, modulate=modulate))
         return outputs
 
     def forward(self, x: torch.Tensor, condition: ConditionLike = None):
@@ -175,6 +185,26 @@ class UniSegNetwork(_StemmedUNetParts, ConditionedNetwork):
 
     def compute_conv_feature_map_size(self, input_size) -> np.int64:
         return super().compute_conv_feature_map_size(input_size) + 3 * np.prod(self.prompt.shape[1:], dtype=np.int64)
+
+
+class TaskFiLM(nn.Module):
+    """Per-task, per-channel scale and shift of each decoder stage's output: x * (1 + gamma[t]) + beta[t].
+
+    Zero-initialised, so training starts from the unconditioned decoder. It acts after the stage's normalisation
+    and nonlinearity, where nothing normalises a per-task shift away again (a constant extra input channel
+    before a conv + InstanceNorm is removed by the norm's mean subtraction).
+    """
+
+    def __init__(self, num_tasks: int, channels_per_stage: Sequence[int]):
+        super().__init__()
+        self.scale = nn.ParameterList([nn.Parameter(torch.zeros(num_tasks, c)) for c in channels_per_stage])
+        self.shift = nn.ParameterList([nn.Parameter(torch.zeros(num_tasks, c)) for c in channels_per_stage])
+
+    def for_task(self, task: int):
+        def modulate(stage: int, x: torch.Tensor) -> torch.Tensor:
+            view = (1, -1) + (1,) * (x.ndim - 2)
+            return x * (1 + self.scale[stage][task].view(view)) + self.shift[stage][task].view(view)
+        return modulate
 
 
 class UniSegBackbone(_StemmedUNetParts, nn.Module):

@@ -2,9 +2,11 @@
 from nnunetv2_universal.training.uniseg_trainer import UniSegTrainer  # noqa: F401
 from nnunetv2_universal.training.finetune_trainer import UniSegFinetuneTrainer  # noqa: F401
 from nnunetv2_universal.training.variants.short_schedules import (  # noqa: F401
-    UniSegFinetuneTrainer_test, UniSegTrainer_cpuDemo, UniSegTrainer_test)
+    UniSegFinetuneTrainer_test, UniSegTrainer_cpuDemo, UniSegTrainer_test, UniSegTrainerDecoderFiLM_cpuDemo)
 from nnunetv2_universal.training.variants.uniseg_ablations import (  # noqa: F401
-    DoDNetTrainer, UniSegTrainerFixedPrompt, UniSegTrainerMultiplePrompts, UniSegTrainerUniSegT)
+    DoDNetTrainer, UniSegTrainerConditionLR, UniSegTrainerDecoderFiLM, UniSegTrainerFixedPrompt,
+    UniSegTrainerLowestHead, UniSegTrainerPromptGain,
+    UniSegTrainerMultiplePrompts, UniSegTrainerUniSegT)
 from nnunetv2_universal.training.echo_trainer import EchoPromptTrainer  # noqa: F401
 from nnunetv2_universal.training.variants.echo_variants import (  # noqa: F401
     EchoPromptTrainer_test, EchoPromptTrainerNoText, EchoPromptTrainerOneHot, EchoPromptTrainerPaperLoss,

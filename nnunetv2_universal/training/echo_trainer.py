@@ -41,6 +41,8 @@ from nnunetv2_universal.echo.text_embeddings import class_text_embeddings
 from nnunetv2_universal.training.steps import backward_and_step
 from nnunetv2_universal.training.augmenters import wrap_in_augmenters
 from nnunetv2_universal.training.checkpointing import SafeCheckpoints
+from nnunetv2_universal.training.condition_diagnostic import ConditionSensitivityLogging
+from nnunetv2_universal.training.task_logging import TASK_DICE_KEY, TaskAwareLocalLogger
 
 ECHO_NETWORK = "nnunetv2_universal.networks.echo_prompt.EchoPromptNetwork"
 LOSS_MODES = ("safe", "paper")
@@ -80,7 +82,7 @@ def masked_bce_dice(logits: torch.Tensor, target: torch.Tensor, frame_mask: torc
     return bce + (dice * valid).sum() / valid.sum().clamp_min(1.0)
 
 
-class EchoPromptTrainer(SafeCheckpoints, nnUNetTrainer):
+class EchoPromptTrainer(ConditionSensitivityLogging, SafeCheckpoints, nnUNetTrainer):
     """Trains EchoPromptNetwork on an echo collection (nnUNetv2_universal_build_echo_collection)."""
 
     network_overrides: dict = {}  # architecture kwargs a variant changes (ablations)
@@ -91,6 +93,9 @@ class EchoPromptTrainer(SafeCheckpoints, nnUNetTrainer):
     rotation_degrees = 15.0  # echo views have a canonical orientation: no +-180 degree in-plane rotation
     text_pooling = "cls"
     query_batch_size = 16
+    # The view prompts may legitimately change little (the model is meant to be view-agnostic): the condition
+    # sensitivity is logged for information, without the "ignores its prompt" warning.
+    condition_warning_threshold = 0.0
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -103,6 +108,7 @@ class EchoPromptTrainer(SafeCheckpoints, nnUNetTrainer):
         self.num_epochs = 100
         self.enable_deep_supervision = False
         self.query_cache: Optional[QueryCache] = None
+        self.logger.local_logger = TaskAwareLocalLogger([])  # + the condition diagnostic (over views)
 
     # ---- network
     @classmethod
@@ -270,9 +276,30 @@ class EchoPromptTrainer(SafeCheckpoints, nnUNetTrainer):
         tp, fp, fn = ((predicted * target * mask).sum(axes), (predicted * (1 - target) * mask).sum(axes),
                       ((1 - predicted) * target * mask).sum(axes))
         network = self._plain_network()
+        self._record_other_views(data, query, views, logits)
         voted = aux["selection"].voted_group(network.prompt_pool.per_group, network.num_views)
         return {"loss": loss.detach().cpu().numpy(), "tp_hard": tp.cpu().numpy(), "fp_hard": fp.cpu().numpy(),
                 "fn_hard": fn.cpu().numpy(), "view_correct": int((voted == views).sum()), "view_total": len(views)}
+
+    @torch.no_grad()
+    def _record_other_views(self, data, query, views, logits) -> None:
+        """Condition diagnostic: the foreground predicted as at prediction (prompts chosen by the query) against
+        the foreground with every other view's prompts forced; pairs are (the clip's view, the forced view)."""
+        network = self._plain_network()
+        if network.prompt_selection != "pool":
+            return
+        own_fg = (logits > 0).any(1)
+        for other in range(len(self.metadata.views)):
+            picked = views != other
+            if not picked.any():
+                continue
+            forced = torch.full_like(views, other)
+            with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+                other_logits, _ = network.forward_with_aux(data[picked], query=query[picked], views=forced[picked],
+                                                           force_views=True)
+            for view in views[picked].unique().tolist():
+                rows = views[picked] == view
+                self.record_condition_overlap(view, other, own_fg[picked][rows], (other_logits[rows] > 0).any(1))
 
     def on_validation_epoch_end(self, val_outputs: List[dict]):
         correct = sum(o.pop("view_correct") for o in val_outputs)
@@ -282,6 +309,8 @@ class EchoPromptTrainer(SafeCheckpoints, nnUNetTrainer):
             dist.all_gather_object(gathered, (correct, total))
             correct, total = sum(g[0] for g in gathered), sum(g[1] for g in gathered)
         super().on_validation_epoch_end(val_outputs)
+        self.logger.log(TASK_DICE_KEY, {}, self.current_epoch)
+        self.log_condition_sensitivity(self.metadata.views)
         self.view_accuracy = correct / max(1, total)
         self.print_to_log_file(f"view accuracy of the selected prompt keys: {self.view_accuracy:.3f} "
                                f"({correct}/{total}); loss parts {getattr(self, '_last_loss_parts', {})}")

@@ -10,7 +10,7 @@ poly schedule; no mirroring (many tasks are left/right).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -94,10 +94,10 @@ class HermesTrainer(UniSegTrainer):
     def _build_loss(self):
         return None  # compute_loss below
 
-    def batch_tasks(self, keys):
+    def batch_tasks(self, keys, task: Optional[int] = None):
         """(registry task, task_ids (B, T + 1) with a null column, local labels (T + 1,), valid (B, T + 1),
-        modality ids (B,))."""
-        task = self.registry.task_of_batch(keys)
+        modality ids (B,)); `task` overrides the batch's own task (the condition diagnostic)."""
+        task = self.registry.task_of_batch(keys) if task is None else task
         count = self.registry.num_classes(task) - 1
         b = len(keys)
         ids = torch.full((b, count + 1), -1, dtype=torch.long, device=self.device)
@@ -142,6 +142,7 @@ class HermesTrainer(UniSegTrainer):
         if isinstance(output, (list, tuple)):
             output, target = output[0], target[0]
         count = len(labels) - 1
+        self._record_other_tasks(batch, task, (output[:, :count] > 0).any(1))
         predicted = (output[:, :count] > 0).float()  # sigmoid > 0.5
         truth = (target == labels[:count].reshape(1, -1, *[1] * (target.ndim - 2))).float()
         axes = [0] + list(range(2, output.ndim))
@@ -149,6 +150,19 @@ class HermesTrainer(UniSegTrainer):
             ((1 - predicted) * truth).sum(axes)
         return {"loss": loss.detach().cpu().numpy(), "task": task, "tp_hard": tp.cpu().numpy(),
                 "fp_hard": fp.cpu().numpy(), "fn_hard": fn.cpu().numpy()}
+
+    @torch.no_grad()
+    def _record_other_tasks(self, batch: dict, task: int, own_fg: torch.Tensor) -> None:
+        """Condition diagnostic: foreground of the same images under every other task with their channel count."""
+        data = batch["data"].to(self.device, non_blocking=True)
+        for other in self.registry.tasks_for_channels(data.shape[1]):
+            if other == task:
+                continue
+            _, ids, labels, _, modality = self.batch_tasks(batch["keys"], other)
+            with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+                out = self.network(data, task_ids=ids, modality_ids=modality)
+            out = out[0] if isinstance(out, (list, tuple)) else out
+            self.record_condition_overlap(task, other, own_fg, (out[:, :len(labels) - 1] > 0).any(1))
 
     def _condition_batch(self, keys) -> int:  # not used: Hermes passes task and modality ids explicitly
         return self.registry.task_of_batch(keys)

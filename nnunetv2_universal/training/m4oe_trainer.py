@@ -135,6 +135,7 @@ class M4oEPretrainTrainer(M4oETrainer):
         self.logger.log("mean_fg_dice", 1.0 / (1.0 + loss), self.current_epoch)
         self.logger.log("dice_per_class_or_region", [1.0 / (1.0 + loss)], self.current_epoch)
         self.logger.log(TASK_DICE_KEY, {}, self.current_epoch)
+        self.log_condition_sensitivity(self.registry.names)  # nothing conditioned to compare: logged as NaN
 
     def on_epoch_end(self):
         super(UniSegTrainer, self).on_epoch_end()

@@ -1,4 +1,5 @@
-"""nnU-Net's local logger plus one pseudo-Dice curve per task (kept in checkpoints, drawn in progress.png)."""
+"""nnU-Net's local logger plus one pseudo-Dice curve per task and the condition sensitivity (kept in checkpoints,
+drawn in progress.png)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -10,6 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from batchgenerators.utilities.file_and_folder_operations import join  # noqa: E402
 from nnunetv2.training.logging.nnunet_logger import LocalLogger  # noqa: E402
 
+from nnunetv2_universal.training.condition_diagnostic import CONDITION_KEY, CONDITION_PER_TASK_KEY  # noqa: E402
+
 TASK_DICE_KEY = "task_pseudo_dice"
 
 
@@ -20,11 +23,16 @@ class TaskAwareLocalLogger(LocalLogger):
         super().__init__(verbose)
         self.task_names = list(task_names)
         self.my_fantastic_logging[TASK_DICE_KEY] = []
+        self.my_fantastic_logging[CONDITION_KEY] = []
+        self.my_fantastic_logging[CONDITION_PER_TASK_KEY] = []
 
     def load_checkpoint(self, checkpoint: dict):
         checkpoint = dict(checkpoint)
-        # Checkpoints from a plain logger have no per-task curve: fill with empty entries to keep epochs aligned.
-        checkpoint.setdefault(TASK_DICE_KEY, [{} for _ in checkpoint.get("mean_fg_dice", [])])
+        # Checkpoints from an older logger lack these curves: fill with empty entries to keep epochs aligned.
+        epochs = len(checkpoint.get("mean_fg_dice", []))
+        checkpoint.setdefault(TASK_DICE_KEY, [{} for _ in range(epochs)])
+        checkpoint.setdefault(CONDITION_KEY, [float("nan")] * epochs)
+        checkpoint.setdefault(CONDITION_PER_TASK_KEY, [{} for _ in range(epochs)])
         super().load_checkpoint(checkpoint)
 
     def plot_progress_png(self, output_folder):
@@ -47,7 +55,10 @@ class TaskAwareLocalLogger(LocalLogger):
         for name in self.task_names:
             ax2.plot(x, [e.get(name, float("nan")) for e in log[TASK_DICE_KEY][:epoch + 1]], ls="--",
                      label=f"pseudo dice {name}", linewidth=1.5)
-        ax2.set_ylabel("pseudo dice")
+        if any(v == v for v in log[CONDITION_KEY][:epoch + 1]):  # not all NaN: some tasks share inputs
+            ax2.plot(x, log[CONDITION_KEY][:epoch + 1], color="k", lw=3,
+                     label="condition sensitivity (1 - Dice, own vs other task)")
+        ax2.set_ylabel("pseudo dice / condition sensitivity")
         ax2.set_ylim(0, 1)
         ax2.legend(loc="upper right", fontsize="small")
         durations = [e - s for e, s in zip(log["epoch_end_timestamps"][:epoch + 1], log["epoch_start_timestamps"])]

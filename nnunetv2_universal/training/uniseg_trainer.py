@@ -14,6 +14,7 @@ from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
 from nnunetv2.inference.export_prediction import export_prediction_from_logits
 from nnunetv2.inference.sliding_window_prediction import compute_gaussian
 from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.helpers import dummy_context
@@ -28,6 +29,7 @@ from nnunetv2_universal.registry import TaskRegistry
 from nnunetv2_universal.training.augmenters import wrap_in_augmenters
 from nnunetv2_universal.training.task_logging import TASK_DICE_KEY, TaskAwareLocalLogger
 from nnunetv2_universal.training.checkpointing import SafeCheckpoints
+from nnunetv2_universal.training.condition_diagnostic import ConditionSensitivityLogging
 
 
 class TaskSlicedLoss(nn.Module):
@@ -49,7 +51,17 @@ class TaskSlicedLoss(nn.Module):
         return self.loss(output, target)
 
 
-class UniSegTrainer(SafeCheckpoints, nnUNetTrainer):
+class ScaledPolyLRScheduler(PolyLRScheduler):
+    """nnU-Net's poly schedule, times each parameter group's `lr_scale`."""
+
+    def step(self, current_step=None):
+        super().step(current_step)
+        for group in self.optimizer.param_groups:
+            group["lr"] *= group.get("lr_scale", 1.0)
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+
+class UniSegTrainer(ConditionSensitivityLogging, SafeCheckpoints, nnUNetTrainer):
     """Trains a UniSeg network on a collection built by nnUNetv2_universal_build_collection."""
 
     network_class_name = None  # None: the class named in the plans (UniSegNetwork); variants may swap it
@@ -93,8 +105,31 @@ class UniSegTrainer(SafeCheckpoints, nnUNetTrainer):
         mod = self.network.module if self.is_ddp else self.network
         return mod._orig_mod if isinstance(mod, OptimizedModule) else mod
 
+    supervise_lowest_head = False  # the paper (nnU-Net): the lowest-resolution head has deep-supervision weight 0
+
     def _build_loss(self):
-        return TaskSlicedLoss(super()._build_loss())
+        loss = super()._build_loss()
+        if self.supervise_lowest_head and self.enable_deep_supervision:
+            n = len(loss.weight_factors)
+            weights = np.array([1 / 2 ** i for i in range(n)])
+            loss.weight_factors = tuple(weights / weights.sum())
+        return TaskSlicedLoss(loss)
+
+    # ---- optimiser: the paper's SGD; conditioning modules may get a larger learning rate
+    condition_lr_multiplier = 1.0  # the paper: one learning rate for every parameter
+    condition_parameter_prefixes = ("prompt", "fuse.", "film.", "controller.")
+
+    def configure_optimizers(self):
+        if self.condition_lr_multiplier == 1.0:
+            return super().configure_optimizers()
+        named = list(self._plain_network().named_parameters())
+        conditioning = [p for n, p in named if n.startswith(self.condition_parameter_prefixes)]
+        ids = {id(p) for p in conditioning}
+        groups = [{"params": [p for _, p in named if id(p) not in ids], "lr_scale": 1.0},
+                  {"params": conditioning, "lr_scale": self.condition_lr_multiplier}]
+        optimizer = torch.optim.SGD(groups, self.initial_lr, weight_decay=self.weight_decay, momentum=0.99,
+                                    nesterov=True)
+        return optimizer, ScaledPolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
     def _condition_batch(self, keys) -> int:
         """Set the network's condition and the loss's class count for this (single-task) batch."""
@@ -142,16 +177,34 @@ class UniSegTrainer(SafeCheckpoints, nnUNetTrainer):
         target = batch["target"]
         target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) else \
             target.to(self.device, non_blocking=True)
+        others = [o for o in self.registry.tasks_for_channels(data.shape[1]) if o != task]
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
             output = self.network(data)
             loss = self.loss(output, target)
+            other_outputs = self._outputs_under(data, others)
         if self.enable_deep_supervision:
             output, target = output[0], target[0]
         output = output[:, :n]
+        own_fg = output.argmax(1) > 0
+        for o, out in zip(others, other_outputs):
+            out = out[0] if isinstance(out, (list, tuple)) else out
+            self.record_condition_overlap(task, o, own_fg, out[:, :self.registry.num_classes(o)].argmax(1) > 0)
         onehot = torch.zeros_like(output, dtype=torch.float16).scatter_(1, output.argmax(1, keepdim=True), 1)
         tp, fp, fn, _ = get_tp_fp_fn_tn(onehot, target, axes=[0] + list(range(2, output.ndim)))
         return {"loss": loss.detach().cpu().numpy(), "task": task, "tp_hard": tp[1:].detach().cpu().numpy(),
                 "fp_hard": fp[1:].detach().cpu().numpy(), "fn_hard": fn[1:].detach().cpu().numpy()}
+
+    @torch.no_grad()
+    def _outputs_under(self, data: torch.Tensor, tasks: List[int]) -> list:
+        """The network's outputs for `data` under other tasks (the condition diagnostic); one encoder pass where
+        the network shares it."""
+        if not tasks:
+            return []
+        network = self._plain_network()
+        conditions = [self.registry.condition(t) for t in tasks]
+        if hasattr(network, "forward_tasks"):
+            return network.forward_tasks(data, conditions)
+        return [network(data, c) for c in conditions]
 
     def on_validation_epoch_end(self, val_outputs: List[dict]):
         # Class counts differ per task: accumulate per task instead of summing ragged arrays.
@@ -182,6 +235,7 @@ class UniSegTrainer(SafeCheckpoints, nnUNetTrainer):
         self.logger.log("dice_per_class_or_region", per_class, self.current_epoch)
         self.logger.log("val_losses", float(np.mean(losses)), self.current_epoch)
         self.logger.log(TASK_DICE_KEY, per_task, self.current_epoch)
+        self.log_condition_sensitivity(self.registry.names)
 
     def on_epoch_end(self):
         per_task = self.logger.get_value(TASK_DICE_KEY, step=-1)

@@ -8,6 +8,7 @@ import torch
 
 from nnunetv2_universal.training.finetune_trainer import UniSegFinetuneTrainer
 from nnunetv2_universal.training.uniseg_trainer import UniSegTrainer
+from nnunetv2_universal.training.variants.uniseg_ablations import UniSegTrainerDecoderFiLM
 
 PAUSE_FILE_ENV = "nnUNet_universal_test_pause_file"
 
@@ -59,8 +60,9 @@ class UniSegTrainer_test(_NoMirroring, _ShortSchedule, UniSegTrainer):
     """Two epochs, one batch per task each, one validation batch: checks the whole path, learns nothing."""
 
 
-class UniSegTrainer_cpuDemo(_NoMirroring, UniSegTrainer):
-    """The demo's schedule: 50 epochs x 8 batches per task, lr 0.02 (few iterations, so a faster start)."""
+class _DemoSchedule:
+    """Mixin: the demo's schedule, 50 epochs x 8 batches per task, twice the trainer's learning rate (UniSeg:
+    0.02; few iterations, so a faster start), 3 validation batches, a checkpoint every 10 epochs."""
 
     batches_per_task_per_epoch = 8
 
@@ -69,8 +71,16 @@ class UniSegTrainer_cpuDemo(_NoMirroring, UniSegTrainer):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = 50
         self.num_val_iterations_per_epoch = 3
-        self.initial_lr = 2e-2
+        self.initial_lr *= 2
         self.save_every = 10
+
+
+class UniSegTrainer_cpuDemo(_NoMirroring, _DemoSchedule, UniSegTrainer):
+    """UniSeg (the paper's network) on the demo's schedule."""
+
+
+class UniSegTrainerDecoderFiLM_cpuDemo(_NoMirroring, _DemoSchedule, UniSegTrainerDecoderFiLM):
+    """UniSeg with the opt-in decoder FiLM (beyond the paper) on the demo's schedule: the demo's trainer."""
 
 
 class UniSegFinetuneTrainer_test(_NoMirroring, _ShortSchedule, UniSegFinetuneTrainer):
