@@ -148,4 +148,5 @@ def test_demo_trainer_learns_the_condition_and_a_blind_network_fails(collection_
     trainer.network.eval()
     outputs = [trainer.validation_step(next(dl_val)) for _ in range(4 * len(trainer.registry))]
     trainer.on_validation_epoch_end(outputs)
-    assert trainer.logger.get_value(CONDITION_KEY, -1) == pytest.approx(0.0, abs=1e-6)
+    # not exactly 0: the tasks cut the same logits to different class counts (2 vs 3) before the argmax
+    assert trainer.logger.get_value(CONDITION_KEY, -1) < trainer.condition_warning_threshold
