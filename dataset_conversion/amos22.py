@@ -35,6 +35,7 @@ ORGANS = ["spleen", "right_kidney", "left_kidney", "gallbladder", "esophagus", "
           "postcava", "pancreas", "right_adrenal_gland", "left_adrenal_gland", "duodenum", "bladder",
           "prostate_uterus"]
 LABELS = {"background": 0, **{organ: i + 1 for i, organ in enumerate(ORGANS)}}
+HERMES_SAMPLING_WEIGHT = {"ct": 1.8, "mr": 1.6}  # Hermes' reference sampler, per case
 REFERENCE = "Ji et al., AMOS, NeurIPS 2022 Datasets and Benchmarks; https://amos22.grand-challenge.org"
 _FILE = re.compile(r"^amos_(\d+)\.nii\.gz$")
 
@@ -89,7 +90,10 @@ def convert_amos22(source: str, num_processes: int = 1, overwrite: bool = False,
                 tr, va = seeded_split([c[0] for c in train])
                 splits = [{"train": sorted(tr, key=case_number), "val": sorted(va, key=case_number)}]
             description = f"Abdominal {'CT' if m == 'ct' else 'MRI'} (AMOS22) with 15 organs."
-            task = task_entry(NAMES[m], CHANNELS[m], LABELS, description)
+            # CT and MR label the same organs: one structure each (Hermes shares their task tokens, as the reference)
+            task = task_entry(NAMES[m], CHANNELS[m], LABELS, description,
+                              structures={organ: f"AMOS22/{organ}" for organ in ORGANS},
+                              sampling_weight=HERMES_SAMPLING_WEIGHT[m])
             identity = {i: i for i in range(len(LABELS))}
             written.append(convert_cases(train + val, ids[m], NAMES[m], LABELS, identity, task, description,
                                          num_processes, overwrite, reference=REFERENCE, splits=splits,

@@ -71,7 +71,8 @@ def convert_autopet(source: str, dataset_id: int = DEFAULT_ID, num_processes: in
         run_cases(convert_study, [(folder, c, s) for c, _, s in studies], num_processes, f"converting {name}")
         n_folds = min(5, len({p for _, p, _ in studies}))
         finish_dataset(folder, name, CHANNELS, LABELS, len(studies),
-                       task_entry(NAME, CHANNELS, LABELS, DESCRIPTION, spacing=(8.0, 4.0, 4.0)),
+                       task_entry(NAME, CHANNELS, LABELS, DESCRIPTION, spacing=(8.0, 4.0, 4.0), prior_modality="PET",
+                                  sampling_weight=0.1),  # Hermes' reference sampler weight per case
                        f"AutoPET: {DESCRIPTION}", reference=REFERENCE,
                        splits=grouped_folds({c: p for c, p, _ in studies}, n_folds) if n_folds > 1 else None)
     return name

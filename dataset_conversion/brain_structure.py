@@ -73,7 +73,8 @@ def convert_brain_structure(source: str, dataset_id: int = DEFAULT_ID, num_proce
     with staged_dataset(dataset_id, NAME, overwrite) as folder:
         run_cases(convert_subject, [(folder, *j) for j in jobs], num_processes, "brain structure")
         finish_dataset(folder, f"Dataset{int(dataset_id):03d}_{NAME}", {"0": "T1"}, LABELS,
-                       len(parts["train"]) + len(parts["val"]), task_entry(NAME, {"0": "T1"}, LABELS, DESCRIPTION),
+                       len(parts["train"]) + len(parts["val"]),
+                       task_entry(NAME, {"0": "T1"}, LABELS, DESCRIPTION, sampling_weight=0.4),  # Hermes' sampler
                        DESCRIPTION, splits=[{k: sorted(v) for k, v in parts.items()}])
     return f"Dataset{int(dataset_id):03d}_{NAME}"
 

@@ -109,7 +109,7 @@ def convert_btcv(source: str, dataset_id: int = DEFAULT_ID, num_processes: int =
         print(f"BTCV: UniSeg's fixed split (train bcv_1..10, bcv_21..31; val bcv_32..40) does not cover the "
               f"{len(cases)} cases found; writing a seeded 80/20 split instead "
               f"({len(splits[0]['train'])} / {len(splits[0]['val'])})")
-    task = task_entry(NAME, {"0": "CT"}, LABELS, DESCRIPTION)
+    task = task_entry(NAME, {"0": "CT"}, LABELS, DESCRIPTION, sampling_weight=1.5)  # Hermes' sampler weight
     return convert_cases(cases, dataset_id, NAME, LABELS, MAPPING, task, f"BTCV: {DESCRIPTION}", num_processes,
                          overwrite, reference=REFERENCE, splits=splits, test_cases=test_cases)
 

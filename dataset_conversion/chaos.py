@@ -120,7 +120,10 @@ def convert_chaos(source: str, num_processes: int = 1, overwrite: bool = False,
                 groups = {c: c.split("_")[1] for c in cases}
                 description = f"Abdominal {modality} MRI (CHAOS) with liver, kidneys and spleen."
                 finish_dataset(folder, f"Dataset{ids[modality]:03d}_{name}", {"0": modality}, LABELS, len(cases),
-                               task_entry(name, {"0": modality}, LABELS, description), description, REFERENCE,
+                               task_entry(name, {"0": modality}, LABELS, description,  # T1 and T2: one structure each
+                                          structures={k: f"CHAOS/{k}" for k in LABELS if k != "background"},
+                                          sampling_weight=0.5),  # Hermes' sampler weight per case
+                               description, REFERENCE,
                                splits=grouped_folds(groups, n_folds=min(5, len(patients))))
             written.append(f"Dataset{ids[modality]:03d}_{name}")
     return written

@@ -107,7 +107,7 @@ def convert_kits19(source: str, dataset_id: int = DEFAULT_ID, num_processes: int
     if skipped:
         print(f"KiTS19: skipping {len(skipped)} case folder(s) without segmentation.nii.gz (test cases)")
     splits = make_splits([c[0] for c in cases])
-    task = task_entry(NAME, {"0": "CT"}, LABELS, DESCRIPTION, spacing=UNISEG_SPACING)
+    task = task_entry(NAME, {"0": "CT"}, LABELS, DESCRIPTION, spacing=UNISEG_SPACING, sampling_weight=0.3)
     return convert_cases(cases, dataset_id, NAME, LABELS, MAPPING, task, f"KiTS19: {DESCRIPTION}", num_processes,
                          overwrite, reference=REFERENCE, splits=splits,
                          reorder_axes=reorder_axes)

@@ -120,7 +120,7 @@ def convert_liver(source: str, dataset_id: int = DEFAULT_ID, num_processes: int 
     """Convert LiTS or MSD Task03_Liver (detected automatically); returns the dataset folder name."""
     reject_options(options)
     cases = find_cases(source)
-    task = task_entry(NAME, {"0": "CT"}, LABELS, DESCRIPTION, spacing=UNISEG_SPACING)
+    task = task_entry(NAME, {"0": "CT"}, LABELS, DESCRIPTION, spacing=UNISEG_SPACING, sampling_weight=0.3)
     return convert_cases(cases, dataset_id, NAME, LABELS, MAPPING, task, f"LiTS / MSD Task03_Liver: {DESCRIPTION}",
                          num_processes, overwrite, reference=REFERENCE)
 

@@ -117,7 +117,8 @@ def convert_mnms(source: str, dataset_id: int = DEFAULT_ID, num_processes: int =
         train_cases = [c for j, r in zip(jobs, results) if r and not j[-1] for c in r]
         groups = {c: c.rsplit("_", 1)[0] for c in train_cases}
         finish_dataset(folder, f"Dataset{int(dataset_id):03d}_{NAME}", {"0": "cineMRI"}, LABELS, len(train_cases),
-                       task_entry(NAME, {"0": "cineMRI"}, LABELS, DESCRIPTION), DESCRIPTION, REFERENCE,
+                       task_entry(NAME, {"0": "cineMRI"}, LABELS, DESCRIPTION, sampling_weight=0.3),  # Hermes' sampler
+                       DESCRIPTION, REFERENCE,
                        splits=grouped_folds(groups, n_folds=min(5, len(set(groups.values())))))
     return f"Dataset{int(dataset_id):03d}_{NAME}"
 

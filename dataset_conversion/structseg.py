@@ -32,11 +32,13 @@ HAN = ["brainstem", "eye_left", "eye_right", "lens_left", "lens_right", "optic_n
 THORACIC = ["lung_left", "lung_right", "spinal_cord", "esophagus", "heart", "trachea"]
 TASKS: Dict[str, dict] = {
     "han_oar": {"folder": "HaN_OAR", "id": 650, "name": "StructSegHaNOAR", "prefix": "structseg_han_",
+                "hermes_sampling_weight": 2.6,  # Hermes' reference sampler, per case
                 "organs": HAN, "description": "Head-and-neck CT with 22 organs at risk (StructSeg 2019 task 1)."},
     "naso_gtv": {"folder": "Naso_GTV", "id": 651, "name": "StructSegNasoGTV", "prefix": "structseg_naso_",
                  "organs": ["gtv"],
                  "description": "Head-and-neck CT, nasopharynx GTV (StructSeg 2019 task 2)."},
     "thoracic_oar": {"folder": "Thoracic_OAR", "id": 652, "name": "StructSegThoracicOAR",
+                     "hermes_sampling_weight": 0.7,
                      "prefix": "structseg_thorax_", "organs": THORACIC,
                      "description": "Thoracic CT with 6 organs at risk (StructSeg 2019 task 3)."},
 }
@@ -58,7 +60,8 @@ def convert_task(source: str, key: str, dataset_id: int, num_processes: int, ove
     labels = {"background": 0, **{o: i + 1 for i, o in enumerate(spec["organs"])}}
     train, val = seeded_split([c[0] for c in cases])
     splits = [{"train": sorted(train, key=case_number), "val": sorted(val, key=case_number)}]
-    task = task_entry(spec["name"], {"0": "CT"}, labels, spec["description"])
+    task = task_entry(spec["name"], {"0": "CT"}, labels, spec["description"],
+                      sampling_weight=spec.get("hermes_sampling_weight"))
     return convert_cases(sorted(cases, key=lambda c: case_number(c[0])), dataset_id, spec["name"], labels,
                          {i: i for i in range(len(labels))}, task, spec["description"], num_processes, overwrite,
                          reference=REFERENCE, splits=splits)

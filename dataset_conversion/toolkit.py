@@ -263,9 +263,17 @@ def grouped_folds(groups: Mapping[str, str], n_folds: int = 5, seed: int = 12345
 
 
 def task_entry(name: str, channels: Mapping[str, str], labels: Mapping[str, int], description: str,
-               spacing: Optional[Sequence[float]] = None, normalization: Optional[Sequence[str]] = None) -> Dict:
+               spacing: Optional[Sequence[float]] = None, normalization: Optional[Sequence[str]] = None,
+               structures: Optional[Mapping[str, str]] = None, prior_modality: Optional[str] = None,
+               sampling_weight: Optional[float] = None) -> Dict:
     """The registry entry the collection builder reads (see nnunetv2_universal.registry.TaskSpec)."""
     entry = {"name": name, "channels": dict(channels), "labels": dict(labels), "description": description}
+    if structures:
+        entry["structures"] = dict(structures)
+    if prior_modality is not None:
+        entry["prior_modality"] = prior_modality
+    if sampling_weight is not None:  # Hermes' reference weight per case of this dataset
+        entry["sampling_weight"] = float(sampling_weight)
     if spacing is not None:
         entry["spacing"] = [float(s) for s in spacing]
     if normalization is not None:

@@ -19,15 +19,10 @@ from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_datas
 from nnunetv2_universal.collection.build import build_collection
 from nnunetv2_universal.collection.plan_and_preprocess import plan_collection, preprocess_collection
 from nnunetv2_universal.dataset_conversion.toolkit import ConversionError, raw_root
+from nnunetv2_universal.finetuning.uniseg11_tasks import PAPER_TASKS
 
-# (what, default member id, expected input channels, paper target spacing (z, y, x))
-PAPER_MEMBERS = (
-    ("liver", 601, 1, (3.0, 1.5, 1.5)), ("kidney", 602, 1, (3.0, 1.5, 1.5)),
-    ("hepatic vessel", 603, 1, (3.0, 1.5, 1.5)), ("pancreas", 604, 1, (3.0, 1.5, 1.5)),
-    ("colon", 605, 1, (3.0, 1.5, 1.5)), ("lung", 606, 1, (3.0, 1.5, 1.5)), ("spleen", 607, 1, (3.0, 1.5, 1.5)),
-    ("vertebrae", 608, 1, (4.0, 2.0, 2.0)), ("prostate", 609, 1, (3.0, 1.5, 1.5)),
-    ("brain tumour", 610, 4, (1.0, 1.0, 1.0)), ("whole-body tumour", 611, 2, (8.0, 4.0, 4.0)),
-)
+# (what, default member id, expected input channels, paper target spacing (z, y, x)), from the one paper table
+PAPER_MEMBERS = tuple((t.what, t.member_id, len(t.channels), t.spacing) for t in PAPER_TASKS)
 
 
 def build_uniseg11(members=None, collection_id: int = 620, name: str = "UniSeg11", overwrite: bool = False,

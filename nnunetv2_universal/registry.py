@@ -32,6 +32,12 @@ NORMALIZATION_SCHEMES = {
 _NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 
 
+def shared_structure_ids(keys_per_task: Sequence[Sequence[str]]) -> List[List[int]]:
+    """Global structure ids per task: one id per distinct structure key, numbered in order of first appearance."""
+    vocabulary: Dict[str, int] = {}
+    return [[vocabulary.setdefault(k, len(vocabulary)) for k in keys] for keys in keys_per_task]
+
+
 class RegistryError(ValueError):
     """A task registry (or a task entry) is invalid."""
 
@@ -59,6 +65,15 @@ class TaskSpec:
     normalization: Optional[List[str]] = None
     ct_window: List[float] = field(default_factory=lambda: list(CT_WINDOW_DEFAULT))
     description: str = ""
+    # label name -> shared structure key: labels of different tasks with one key are one structure (methods with
+    # per-structure tokens, Hermes, share them); labels without an entry are their task's own structure
+    structures: Dict[str, str] = field(default_factory=dict)
+    # the modality that names the task's image as a whole (Hermes' modality prior); None: PET if a channel is PET
+    # (the functional image carries the task, as the reference feeds SUV for AutoPET), otherwise channel 0
+    prior_modality: Optional[str] = None
+    # weight of each of the task's cases where cases are sampled by weight (Hermes: the reference's per-dataset
+    # weights; a task's share of batches is proportional to weight x cases)
+    sampling_weight: float = 1.0
 
     def __post_init__(self):
         self.channels = {str(k): str(v) for k, v in self.channels.items()}
@@ -70,6 +85,8 @@ class TaskSpec:
         if self.spacing is not None:
             self.spacing = [float(s) for s in self.spacing]
         self.ct_window = [float(v) for v in self.ct_window]
+        self.structures = {str(k): str(v) for k, v in (self.structures or {}).items()}
+        self.sampling_weight = float(self.sampling_weight)
         self.validate()
 
     @property
@@ -88,6 +105,18 @@ class TaskSpec:
     @property
     def foreground_labels(self) -> Dict[str, int]:
         return {k: v for k, v in self.labels.items() if v != 0}
+
+    def structure_keys(self) -> List[str]:
+        """One structure key per foreground label, in label-value order."""
+        names = sorted(self.foreground_labels, key=self.foreground_labels.get)
+        return [self.structures.get(n, f"{self.name}/{n}") for n in names]
+
+    @property
+    def main_modality(self) -> str:
+        if self.prior_modality is not None:
+            return self.prior_modality
+        pet = [m for m in self.modalities if m.strip().lower() == "pet"]
+        return pet[0] if pet else self.modalities[0]
 
     def validate(self) -> None:
         where = f"task '{self.name}'"
@@ -114,11 +143,22 @@ class TaskSpec:
             raise RegistryError(f"{where}: spacing must be 2 or 3 positive numbers, got {self.spacing}")
         if len(self.ct_window) != 2 or self.ct_window[0] >= self.ct_window[1]:
             raise RegistryError(f"{where}: ct_window must be [low, high] with low < high, got {self.ct_window}")
+        unknown = sorted(set(self.structures) - set(self.foreground_labels))
+        if unknown:
+            raise RegistryError(f"{where}: 'structures' names labels the task does not have: {unknown}; its "
+                                f"labels: {sorted(self.foreground_labels)}")
+        if not self.sampling_weight > 0:
+            raise RegistryError(f"{where}: sampling_weight must be positive, got {self.sampling_weight}")
+        if self.prior_modality is not None and self.prior_modality not in self.modalities:
+            raise RegistryError(f"{where}: prior_modality {self.prior_modality!r} is not one of its channels "
+                                f"{self.modalities}")
 
     def to_dict(self) -> dict:
         return {"name": self.name, "dataset": self.dataset, "channels": dict(self.channels),
                 "labels": dict(self.labels), "spacing": self.spacing, "normalization": list(self.normalization),
-                "ct_window": list(self.ct_window), "description": self.description}
+                "ct_window": list(self.ct_window), "description": self.description,
+                "structures": dict(self.structures), "prior_modality": self.prior_modality,
+                "sampling_weight": self.sampling_weight}
 
     @classmethod
     def from_dict(cls, entry: Mapping) -> "TaskSpec":
@@ -127,7 +167,7 @@ class TaskSpec:
         if missing:
             raise RegistryError(f"task entry {dict(entry).get('name', '?')!r} lacks {sorted(missing)}")
         unknown = set(entry) - {"name", "dataset", "channels", "labels", "spacing", "normalization", "ct_window",
-                                "description"}
+                                "description", "structures", "prior_modality", "sampling_weight"}
         if unknown:
             raise RegistryError(f"task entry {entry['name']!r} has unknown keys {sorted(unknown)}")
         return cls(**dict(entry))
@@ -211,6 +251,10 @@ class TaskRegistry:
 
     def task(self, task: Union[str, int]) -> TaskSpec:
         return self.tasks[self.index(task)]
+
+    def structure_ids(self) -> List[List[int]]:
+        """Per task, the global structure id of each foreground label (labels with one structure key share it)."""
+        return shared_structure_ids([t.structure_keys() for t in self.tasks])
 
     @property
     def max_num_classes(self) -> int:

@@ -15,6 +15,7 @@ import pytest
 BIN = os.path.dirname(sys.executable)
 COLLECTION_ID = "900"
 PLANS = "UniSegPlansCPUDemo"
+ECHO_COLLECTION = "663"
 
 
 def clean_env(root: str) -> dict:
@@ -102,3 +103,28 @@ def collection_workspace(tmp_path_factory):
     run(["nnUNetv2_universal_plan_and_preprocess", "-d", COLLECTION_ID, "-pl", "cpu_demo", "-np", "1",
          "--no_pbar", "--verify_dataset_integrity"], env)
     return {"root": root, "env": env, "members": members}
+
+
+@pytest.fixture(scope="session")
+def echo_workspace(tmp_path_factory):
+    """Synthetic two-view echo collection, planned, trained (EchoPromptTrainer_test, killed and resumed)."""
+    from echo_synthetic import echo_test_template, tiny_bert_folder, tiny_sam_checkpoint, write_synthetic_echo_dataset
+    root = str(tmp_path_factory.mktemp("echo"))
+    env = clean_env(root)
+    write_synthetic_echo_dataset(env["nnUNet_raw"], 661, "SynthCAMUS", "CAMUS_p", "CAMUS", "A2C", 3, 1, 2, False, 1)
+    write_synthetic_echo_dataset(env["nnUNet_raw"], 662, "SynthPeds", "PED_p", "EchoNetPediatric", "PSAX", 3, 1, 2,
+                                 True, 2)
+    env.update(nnUNet_universal_sam_checkpoint=tiny_sam_checkpoint(root),
+               nnUNet_universal_clinicalbert=tiny_bert_folder(root), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    template = echo_test_template(root)
+    run(["nnUNetv2_universal_build_echo_collection", "-d", "661", "662", "-o", ECHO_COLLECTION, "-n", "SynthEcho"], env)
+    run(["nnUNetv2_universal_plan_echo", "-d", ECHO_COLLECTION, "-pl", template, "-np", "1"], env)
+    fold = os.path.join(env["nnUNet_results"], f"Dataset{ECHO_COLLECTION}_SynthEcho",
+                        "EchoPromptTrainer_test__EchoPlansTest__3d_fullres", "fold_0")
+    train_killed_and_resumed(["nnUNetv2_train", ECHO_COLLECTION, "3d_fullres", "0", "-tr", "EchoPromptTrainer_test",
+                              "-p", "EchoPlansTest", "-device", "cpu"], env, fold, {"nnUNet_n_proc_DA": "0"})
+    load_final_checkpoint(fold)
+    raw = os.path.join(env["nnUNet_raw"], f"Dataset{ECHO_COLLECTION}_SynthEcho")
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    view = str(list(load_json(os.path.join(raw, "dataset.json"))["echo_views"])[0])
+    return {"root": root, "env": env, "raw": raw, "collection": ECHO_COLLECTION, "view": view}

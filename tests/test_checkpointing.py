@@ -11,18 +11,16 @@ from nnunetv2_universal.training.checkpointing import PARTIAL_SUFFIX, SafeCheckp
 
 
 class _Stock:
-    """Stands in for nnUNetTrainer: writes straight onto the file it is given, may be killed while writing."""
+    """Stands in for nnUNetTrainer: the state SafeCheckpoints saves, and a loader that records its calls."""
 
-    die_while_saving = False
+    local_rank, disable_checkpointing, is_ddp, grad_scaler, _best_ema, current_epoch = 0, False, False, None, None, 2
+    my_init_kwargs, inference_allowed_mirroring_axes = {}, None
 
     def __init__(self):
         self.loaded = []
-
-    def save_checkpoint(self, filename):
-        with open(filename, "wb") as f:
-            f.write(b"half a checkpoint")
-            if self.die_while_saving:
-                raise KeyboardInterrupt  # what reaches Python of a kill; SIGKILL itself leaves only the .partial
+        self.network = torch.nn.Linear(2, 1)
+        self.optimizer = torch.optim.SGD(self.network.parameters(), lr=0.1)
+        self.logger = type("Logger", (), {"get_checkpoint": lambda _: {}})()
 
     def load_checkpoint(self, filename_or_checkpoint):
         self.loaded.append(filename_or_checkpoint)
@@ -36,18 +34,29 @@ class _Payload:
     """Not an allowed global: unpickling it needs pickled code."""
 
 
-def test_save_dying_half_way_keeps_the_previous_checkpoint(tmp_path):
+def test_save_dying_half_way_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     target = str(tmp_path / "checkpoint_latest.pth")
     torch.save({"current_epoch": 3}, target)
+    real_save = torch.save
+
+    def dying_save(obj, filename):
+        with open(filename, "wb") as f:
+            f.write(b"half a checkpoint")
+        raise KeyboardInterrupt  # what reaches Python of a kill; SIGKILL itself leaves only the .partial
+
     trainer = _Trainer()
-    trainer.die_while_saving = True
+    monkeypatch.setattr(torch, "save", dying_save)
     with pytest.raises(KeyboardInterrupt):
         trainer.save_checkpoint(target)
+    monkeypatch.setattr(torch, "save", real_save)
     assert torch.load(target, weights_only=True) == {"current_epoch": 3}
     assert os.listdir(tmp_path) == ["checkpoint_latest.pth"]
-    trainer.die_while_saving = False
     trainer.save_checkpoint(target)
-    assert open(target, "rb").read() == b"half a checkpoint" and not os.path.exists(target + PARTIAL_SUFFIX)
+    saved = torch.load(target, weights_only=True)
+    assert saved["current_epoch"] == 3 and set(saved["network_weights"]) == {"weight", "bias"}
+    assert saved.keys() >= {"optimizer_state", "grad_scaler_state", "logging", "_best_ema", "init_args",
+                            "trainer_name", "inference_allowed_mirroring_axes"}
+    assert not os.path.exists(target + PARTIAL_SUFFIX)
 
 
 def test_load_refuses_pickled_code_before_nnunet_reads_the_file(tmp_path):

@@ -49,6 +49,7 @@ def test_autopet_drops_negatives_and_groups_patients(tmp_path, monkeypatch):
     assert np.allclose(read_array(str(out / "imagesTr" / "PETCT_1b199d094d_0_0001.nii.gz")), 2.5)  # then SUV
     dj = json.load(open(out / "dataset.json"))
     assert dj["channel_names"] == {"0": "CT", "1": "PET"} and dj["universal_task"]["spacing"] == [8.0, 4.0, 4.0]
+    assert dj["universal_task"]["prior_modality"] == "PET"  # Hermes' modality prior: the reference feeds SUV
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
     verify_dataset_integrity(str(out), 1)
 

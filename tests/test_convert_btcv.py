@@ -81,7 +81,8 @@ def test_btcv_conversion(tmp_path, monkeypatch, capsys):
         ds = json.load(f)
     assert ds["channel_names"] == {"0": "CT"} and ds["labels"] == ORGANS and ds["numTraining"] == 7
     assert ds["universal_task"] == {"name": "BTCV", "channels": {"0": "CT"}, "labels": ORGANS,
-                                    "description": btcv.DESCRIPTION}  # no spacing: stock planning downstream
+                                    "description": btcv.DESCRIPTION,  # no spacing: stock planning downstream
+                                    "sampling_weight": 1.5}  # Hermes' reference sampler
     with open(os.path.join(folder, "splits_final.json")) as f:
         splits = json.load(f)
     assert splits == [{"train": ["bcv_1", "bcv_2", "bcv_10", "bcv_21", "bcv_31"], "val": ["bcv_32", "bcv_40"]}]

@@ -122,6 +122,10 @@ def test_chaos_dicom_and_png(tmp_path, monkeypatch):
     folds = json.load(open(os.path.join(t1, "splits_final.json")))
     for fold in folds:  # in-phase and opposed-phase of a subject in the same fold
         assert {c.split("_")[1] for c in fold["val"]}.isdisjoint({c.split("_")[1] for c in fold["train"]})
+    from nnunetv2_universal.registry import TaskRegistry, TaskSpec
+    specs = [TaskSpec.from_dataset_json(json.load(open(os.path.join(d, "dataset.json"))), os.path.basename(d))
+             for d in (t1, t2)]
+    assert TaskRegistry(specs).structure_ids() == [[0, 1, 2, 3], [0, 1, 2, 3]]  # T1 and T2 share structures
     t2_folds = json.load(open(os.path.join(t2, "splits_final.json")))
     assert t2_folds == [{k: [c.replace("t1_in", "t2") for c in v if "t1_in" in c] for k, v in f.items()}
                         for f in folds]  # the same subjects per fold in both datasets

@@ -83,7 +83,8 @@ def test_kits19_conversion(tmp_path, monkeypatch, capsys):
     assert ds["labels"] == {"background": 0, "kidney": 1, "tumour": 2}
     assert ds["numTraining"] == 6
     assert ds["universal_task"] == {"name": "KiTS19", "channels": {"0": "CT"}, "labels": ds["labels"],
-                                    "description": kits19.DESCRIPTION, "spacing": [3.0, 1.5, 1.5]}
+                                    "description": kits19.DESCRIPTION, "spacing": [3.0, 1.5, 1.5],
+                                    "sampling_weight": 0.3}
 
     with open(os.path.join(folder, "splits_final.json")) as f:
         splits = json.load(f)

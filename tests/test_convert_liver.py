@@ -97,7 +97,8 @@ def check_dataset(folder, lits_root):
     assert ds["labels"] == {"background": 0, "liver": 1, "tumour": 2}
     assert ds["numTraining"] == 3 and ds["file_ending"] == ".nii.gz"
     assert ds["universal_task"] == {"name": "Liver", "channels": {"0": "CT"}, "labels": ds["labels"],
-                                    "description": liver.DESCRIPTION, "spacing": [3.0, 1.5, 1.5]}
+                                    "description": liver.DESCRIPTION, "spacing": [3.0, 1.5, 1.5],
+                                    "sampling_weight": 0.3}
     assert not os.path.exists(os.path.join(folder, "splits_final.json"))
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
     verify_dataset_integrity(folder, 1)

@@ -92,6 +92,12 @@ def test_amos22_ct_and_mr(tmp_path, monkeypatch):
     assert json.load(open(os.path.join(mr, "dataset.json")))["channel_names"] == {"0": "MRI"}
     assert json.load(open(os.path.join(ct, "dataset.json")))["labels"]["prostate_uterus"] == 15
     np.testing.assert_array_equal(read_array(os.path.join(ct, "labelsTr", "amos_5.nii.gz")), organs(5, 15))
+    # CT and MR label the same organs: one structure each (Hermes shares their task tokens), reference weights
+    from nnunetv2_universal.registry import TaskRegistry, TaskSpec
+    specs = [TaskSpec.from_dataset_json(json.load(open(os.path.join(d, "dataset.json"))), os.path.basename(d))
+             for d in (ct, mr)]
+    assert TaskRegistry(specs).structure_ids() == [list(range(15)), list(range(15))]
+    assert [s.sampling_weight for s in specs] == [1.8, 1.6]
     # without validation labels: seeded split of imagesTr; --modality mr writes one dataset
     other = tmp_path / "b"
     make_amos(other, with_val_labels=False)

@@ -1,40 +1,16 @@
 """The echo model through the real console scripts on a tiny synthetic two-view collection: build the collection,
-plan and preprocess, train (EchoPromptTrainer_test), predict with stock nnUNetv2_predict and no view id, predict
+plan and preprocess, train (EchoPromptTrainer_test), (stock nnUNetv2_predict without a view id: test_stock_predict_every_trainer.py), predict
 clips and the real echo cine shipped with pydicom with nnUNetv2_universal_predict_echo, evaluate."""
 from __future__ import annotations
 
 import csv
 import os
 
-import numpy as np
 import pydicom.data
 import pytest
 import SimpleITK as sitk
 
-from conftest import clean_env, load_final_checkpoint, run, train_killed_and_resumed
-from echo_synthetic import echo_test_template, tiny_bert_folder, tiny_sam_checkpoint, write_synthetic_echo_dataset
-
-COLLECTION = "663"
-
-
-@pytest.fixture(scope="module")
-def echo_workspace(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("echo"))
-    env = clean_env(root)
-    write_synthetic_echo_dataset(env["nnUNet_raw"], 661, "SynthCAMUS", "CAMUS_p", "CAMUS", "A2C", 3, 1, 2, False, 1)
-    write_synthetic_echo_dataset(env["nnUNet_raw"], 662, "SynthPeds", "PED_p", "EchoNetPediatric", "PSAX", 3, 1, 2,
-                                 True, 2)
-    env.update(nnUNet_universal_sam_checkpoint=tiny_sam_checkpoint(root),
-               nnUNet_universal_clinicalbert=tiny_bert_folder(root), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    template = echo_test_template(root)
-    run(["nnUNetv2_universal_build_echo_collection", "-d", "661", "662", "-o", COLLECTION, "-n", "SynthEcho"], env)
-    run(["nnUNetv2_universal_plan_echo", "-d", COLLECTION, "-pl", template, "-np", "1"], env)
-    fold = os.path.join(env["nnUNet_results"], f"Dataset{COLLECTION}_SynthEcho",
-                        "EchoPromptTrainer_test__EchoPlansTest__3d_fullres", "fold_0")
-    train_killed_and_resumed(["nnUNetv2_train", COLLECTION, "3d_fullres", "0", "-tr", "EchoPromptTrainer_test", "-p",
-                              "EchoPlansTest", "-device", "cpu"], env, fold, {"nnUNet_n_proc_DA": "0"})
-    load_final_checkpoint(fold)
-    return {"root": root, "env": env, "raw": os.path.join(env["nnUNet_raw"], f"Dataset{COLLECTION}_SynthEcho")}
+from conftest import ECHO_COLLECTION as COLLECTION, run
 
 
 def test_collection_and_training_outputs(echo_workspace):
@@ -48,17 +24,6 @@ def test_collection_and_training_outputs(echo_workspace):
     assert os.path.isfile(os.path.join(fold, "checkpoint_final.pth"))
     log = open(sorted(f for f in (os.path.join(fold, n) for n in os.listdir(fold)) if "training_log" in f)[-1]).read()
     assert "view accuracy of the selected prompt keys" in log
-
-
-def test_stock_predict_without_view_id(echo_workspace):
-    env, raw = echo_workspace["env"], echo_workspace["raw"]
-    out = os.path.join(echo_workspace["root"], "stock_pred")
-    run(["nnUNetv2_predict", "-i", os.path.join(raw, "imagesTs"), "-o", out, "-d", COLLECTION, "-c", "3d_fullres",
-         "-tr", "EchoPromptTrainer_test", "-p", "EchoPlansTest", "-f", "0", "-device", "cpu", "--disable_tta"], env)
-    predictions = sorted(f for f in os.listdir(out) if f.endswith(".nii.gz"))
-    assert len(predictions) == 4
-    seg = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(out, predictions[0])))
-    assert seg.shape == (16, 32, 32) and set(np.unique(seg)) <= {0, 1, 2}
 
 
 def test_predict_echo_clips_and_dicom_cine_then_evaluate(echo_workspace):

@@ -49,9 +49,12 @@ def test_requested_tasks_are_exactly_the_output_channels():
     net.condition = Condition(task=2)  # registry task 2: global tasks 3, 4, 5 and its modality (2)
     with torch.no_grad():
         out = net(x)
-        direct = net(x, task_ids=torch.tensor([[3, 4, 5]]), modality_ids=torch.tensor([2]))
+        direct = net(x, task_ids=torch.tensor([[3, 4, 5, -1]]), modality_ids=torch.tensor([2]))
+        without_null = net(x, task_ids=torch.tensor([[3, 4, 5]]), modality_ids=torch.tensor([2]))
     assert out.shape == (1, 4, 16, 32, 32) and not out[:, 0].any()  # zero background channel for the export
-    assert torch.allclose(out[:, 1:], direct, atol=1e-5)
+    # prediction sends the task's tokens plus one visible null token, as training does
+    assert torch.allclose(out[:, 1:], direct[:, :3], atol=1e-5)
+    assert not torch.allclose(out[:, 1:], without_null, atol=1e-4)
     with pytest.raises(ValueError, match="task ids"):
         net(x, task_ids=torch.tensor([[6]]), modality_ids=torch.tensor([0]))
 
@@ -124,7 +127,7 @@ def test_label_subset_of_a_registry_task_through_the_condition():
     with torch.no_grad():
         net.condition = Condition(task=2, labels=(1, 3))
         out = net(x)
-        direct = net(x, task_ids=torch.tensor([[3, 5]]), modality_ids=torch.tensor([2]))
+        direct = net(x, task_ids=torch.tensor([[3, 5, -1]]), modality_ids=torch.tensor([2]))
     assert out.shape == (1, 4, 16, 32, 32)
     assert torch.allclose(out[:, 1], direct[:, 0], atol=1e-5) and torch.allclose(out[:, 3], direct[:, 1], atol=1e-5)
     assert (out[:, 2] == -30).all() and out.argmax(1).ne(2).all()
@@ -136,3 +139,83 @@ def test_predictor_restricts_any_network_to_labels():
     logits[:, 2] = 100
     out = restrict_to_labels(logits, (1, 3))
     assert out.argmax(1).ne(2).all() and torch.equal(out[:, [0, 1, 3]], logits[:, [0, 1, 3]])
+
+
+def test_hermes_plans_template_builds_the_reference_network():
+    """The `hermes` template: 5 fusion points, posterior 1088, 128^3 crops at 1.5 mm, and with the reference's
+    72 task rows (tn = 72) the reference's 60.88 M parameters."""
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2_universal.collection.templates import load_template
+    template = load_template("hermes")
+    assert template["patch_size"] == [128, 128, 128] and template["spacing"] == [1.5, 1.5, 1.5]
+    kwargs = dict(template["arch_kwargs"], num_global_tasks=72, num_modalities=5)
+    net = get_network_from_plans(template["network_class_name"], kwargs, template["_kw_requires_import"], 1, 23,
+                                 allow_init=True, deep_supervision=True)
+    fusion = [f for f in list(net.encoder_fusion) + list(net.decoder_fusion) if f is not None]
+    assert [f.task_table.shape[1] for f in fusion] == [128, 256, 320, 256, 128]
+    assert [len(f.blocks) for f in fusion] == [2, 2, 4, 2, 2]
+    assert net.head.norm.normalized_shape == (1088,)
+    count = sum(p.numel() for p in net.parameters())
+    assert abs(count - 60.88e6) / 60.88e6 < 0.002, count
+    # the deep-supervision levels add only their kernel projections (15 k) to the reference's single head
+    assert sum(p.numel() for p in net.level_kernels.parameters()) < 20_000
+
+
+def test_reference_schedule_exponential_warm_up_then_poly():
+    from nnunetv2_universal.training.hermes_trainer import WarmupPolyLRScheduler
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = WarmupPolyLRScheduler(optimizer, 2e-3, 200, 5)
+    lrs = []
+    for epoch in range(8):
+        scheduler.step(epoch)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    import math
+    assert lrs[:5] == pytest.approx([2e-3 * math.exp(10 * (e / 5 - 1)) for e in range(5)])
+    assert lrs[5:] == pytest.approx([2e-3 * (1 - e / 200) ** 0.9 for e in range(5, 8)])
+    WarmupPolyLRScheduler(optimizer, 2e-3, 200, 5, "linear").step(0)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(2e-3 / 5)
+
+
+def test_ema_follows_the_reference_decay_and_survives_a_checkpoint(tmp_path):
+    """decay min(1 - 1/(n + 1), 0.99): the first update copies, the second averages evenly; checkpoints hold the EMA
+    under network_weights and the raw weights for resuming."""
+    from torch.optim.swa_utils import AveragedModel
+    from nnunetv2_universal.training.checkpointing import SafeCheckpoints
+    from nnunetv2_universal.training.ema import EMAWeights, capped_ema
+    net = nn.Linear(1, 1, bias=False)
+    ema = AveragedModel(net, multi_avg_fn=capped_ema(0.99), use_buffers=True)
+    values = [2.0, 4.0, 10.0]
+    for v in values:
+        net.weight.data.fill_(v)
+        ema.update_parameters(net)
+    # n=0: copy (2); n=1: decay 1/2 -> 3; n=2: decay 2/3 -> 3 * 2/3 + 10/3
+    assert ema.module.weight.item() == pytest.approx(3 * 2 / 3 + 10 / 3)
+
+    class Base:
+        local_rank, disable_checkpointing, is_ddp, grad_scaler, _best_ema, current_epoch = 0, False, False, None, 0, 0
+        my_init_kwargs, inference_allowed_mirroring_axes = {}, None
+
+        def __init__(self):
+            self.network = nn.Linear(1, 1, bias=False)
+            self.optimizer = torch.optim.SGD(self.network.parameters(), lr=0.1)
+            self.logger = type("L", (), {"get_checkpoint": lambda _: {}})()
+
+        def load_checkpoint(self, filename):
+            self.network.load_state_dict(torch.load(filename, weights_only=True)["network_weights"])
+
+    class Trainer(EMAWeights, SafeCheckpoints, Base):
+        pass
+
+    trainer = Trainer()
+    for v in values:
+        trainer.network.weight.data.fill_(v)
+        trainer.on_optimizer_step()
+    path = str(tmp_path / "checkpoint_latest.pth")
+    trainer.save_checkpoint(path)
+    saved = torch.load(path, weights_only=True)
+    assert saved["network_weights"]["weight"].item() == pytest.approx(3 * 2 / 3 + 10 / 3)
+    assert saved["training_weights"]["weight"].item() == 10.0 and saved["ema_updates"] == 3
+    resumed = Trainer()
+    resumed.load_checkpoint(path)
+    assert resumed.network.weight.item() == 10.0  # training continues from the raw weights
+    assert resumed.ema.module.weight.item() == pytest.approx(3 * 2 / 3 + 10 / 3) and int(resumed.ema.n_averaged) == 3

@@ -78,9 +78,7 @@ def test_train_resume_predict_evaluate(trained, tmp_path):
               "-npp", "0", "-nps", "0", "--disable_progress_bar"]
     single = tmp_path / "single"
     run(["nnUNetv2_universal_predict", "-i", liver_in, "-o", single, "--task", "SynthLiverCT", *common], env)
-    # stock nnUNetv2_predict carries the task through $nnUNet_universal_task: identical result
-    stock = tmp_path / "stock"
-    run(["nnUNetv2_predict", "-i", liver_in, "-o", stock, *common], env, {"nnUNet_universal_task": "SynthLiverCT"})
+    # (stock nnUNetv2_predict with $nnUNet_universal_task: test_stock_predict_every_trainer.py, every trainer)
     kidney = tmp_path / "kidney"
     run(["nnUNetv2_universal_predict", "-i", liver_in, "-o", kidney, "--task", "SynthKidneyCT", *common], env)
     # --all-tasks on a folder with a 1-channel CT case and a 2-channel PET/CT case
@@ -99,7 +97,6 @@ def test_train_resume_predict_evaluate(trained, tmp_path):
     case = sorted(os.listdir(liver_in))[0].replace("_0000.nii.gz", ".nii.gz")
     task_seg = _read(str(single / case))
     assert set(np.unique(task_seg)) <= {0, 1, 2}  # task-local labels
-    np.testing.assert_array_equal(_read(str(stock / case)), task_seg)
     one_by_one = merge_task_segmentations({0: task_seg, 1: _read(str(kidney / case))}, GlobalLabels(registry))
     # the two CT tasks share preprocessing: one encoder pass per tile, merged = the tasks run one by one
     np.testing.assert_array_equal(_read(str(merged_dir / case)), one_by_one)
@@ -208,3 +205,31 @@ def test_prediction_refuses_unknown_names(trained, tmp_path, flags, message):
              "-p", PLANS, "-device", "cpu"] + flags, env)
     assert message in str(error.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_augmentation_masks_each_tasks_own_channels(collection_workspace, monkeypatch):
+    """A collection whose first member is BraTS-like (4 channels normalised inside the nonzero mask): its flags must
+    not be applied to the 1- and 2-channel tasks. Every task's batches are drawn with its own mask transform."""
+    from batchgenerators.utilities.file_and_folder_operations import join, load_json
+    from nnunetv2_universal.training.uniseg_trainer import UniSegTrainer
+    env = collection_workspace["env"]
+    for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(k, env[k])
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    pre = join(env["nnUNet_preprocessed"], f"Dataset{COLLECTION_ID}_Synth")
+    plans, dataset_json = load_json(join(pre, f"{PLANS}.json")), load_json(join(pre, "dataset.json"))
+    config = plans["configurations"]["3d_fullres"]
+    config["use_mask_for_norm"] = [True] * 4  # as if the first member were BraTS
+    config["universal_tasks"]["SynthBrainMR"]["use_mask_for_norm"] = [True] * 4
+    trainer = UniSegTrainer(dict(plans, continue_training=False), "3d_fullres", 0, dataset_json, torch.device("cpu"))
+    trainer.initialize()
+    dl_tr, _ = trainer.get_dataloaders()
+    loader = dl_tr.data_loader
+    masked = {t: [c for c in ("MaskImageTransform",) if c in repr(p)] for t, p in loader.task_transforms.items()}
+    brain = trainer.registry.index("SynthBrainMR")
+    assert masked[brain] == ["MaskImageTransform"] and not any(v for t, v in masked.items() if t != brain)
+    seen = set()
+    for _ in range(12):
+        batch = next(dl_tr)
+        seen.add(trainer.registry.task_of_batch(batch["keys"]))
+    assert seen == set(range(len(trainer.registry)))

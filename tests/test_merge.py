@@ -103,3 +103,46 @@ def test_merge_uses_uint16_for_many_labels():
     merged = merge_task_segmentations({1: seg}, gl)
     assert merged.dtype == np.uint16
     np.testing.assert_array_equal(merged, [[0, 398]])
+
+
+def test_all_tasks_runs_ct_tasks_on_ct_images_and_mr_tasks_on_mr_images(tmp_path, capsys):
+    """1-channel CT and MR tasks in one model: a CT image (Hounsfield units) gets the CT tasks only, an MR image the
+    MR task only; --any-modality widens to every 1-channel task."""
+    import SimpleITK as sitk
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+    from nnunetv2_universal.inference.predictor import UniversalPredictor
+    registry = TaskRegistry([
+        TaskSpec("liver", "Dataset001_Liver", {"0": "CT"}, {"background": 0, "liver": 1}),
+        TaskSpec("prostate", "Dataset002_Prostate", {"0": "T2"}, {"background": 0, "prostate": 1}),
+        TaskSpec("spleen", "Dataset003_Spleen", {"0": "CT"}, {"background": 0, "spleen": 1}),
+    ])
+    ct, mr = np.full((4, 8, 8), -1024.0), np.zeros((4, 8, 8))
+    ct[1:3, 2:6, 2:6], mr[1:3, 2:6, 2:6] = 60.0, 800.0
+    files = {}
+    for name, array in (("ct", ct), ("mr", mr)):
+        files[name] = str(tmp_path / f"{name}_0000.nii.gz")
+        sitk.WriteImage(sitk.GetImageFromArray(array.astype(np.float32)), files[name])
+    predictor = UniversalPredictor.__new__(UniversalPredictor)
+    predictor.registry = registry
+    predictor.plans_manager = type("Plans", (), {"image_reader_writer_class": SimpleITKIO})()
+    assert predictor._same_modality_tasks([files["ct"]], [0, 1, 2]) == [0, 2]
+    assert predictor._same_modality_tasks([files["mr"]], [0, 1, 2]) == [1]
+    ran = {}
+    predictor._segment_group = lambda image_files, views: (ran.setdefault(image_files[0], []).extend(
+        v.index for v in views), ({}, {}))[1]
+    predictor.view = lambda t: type("View", (), {"index": t, "preprocessing_signature": t})()
+    predictor.dataset_json = {"file_ending": ".nii.gz"}
+    predictor.plans_manager.image_reader_writer_class = type("NoWrite", (SimpleITKIO,), {
+        "write_seg": lambda self, seg, path, props: None})
+    import nnunetv2_universal.inference.predictor as module
+    original = module.merge_task_segmentations
+    module.merge_task_segmentations = lambda per_task, labels, order: np.zeros(1)
+    try:
+        predictor.predict_all_tasks([[files["ct"]], [files["mr"]]], [str(tmp_path / "ct"), str(tmp_path / "mr")])
+        assert ran == {files["ct"]: [0, 2], files["mr"]: [1]}
+        assert "ct: liver, spleen" in capsys.readouterr().out
+        ran.clear()
+        predictor.predict_all_tasks([[files["mr"]]], [str(tmp_path / "mr")], any_modality=True)
+        assert ran == {files["mr"]: [0, 1, 2]}
+    finally:
+        module.merge_task_segmentations = original

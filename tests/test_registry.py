@@ -296,3 +296,25 @@ def test_spec_from_dataset_json_errors():
     with pytest.raises(RegistryError, match="region-based"):
         TaskSpec.from_dataset_json({"channel_names": {"0": "T1"},
                                     "labels": {"background": 0, "whole": [1, 2], "core": 2}}, "Dataset001_X")
+
+
+def test_shared_structure_keys_give_shared_ids_and_unknown_labels_are_rejected():
+    ct = _spec("amos_ct", labels={"background": 0, "spleen": 1, "liver": 2, "bladder": 3},
+               structures={"spleen": "AMOS/spleen", "liver": "AMOS/liver", "bladder": "AMOS/bladder"})
+    mr = _spec("amos_mr", channels={"0": "MRI"}, labels={"background": 0, "liver": 1, "spleen": 2},
+               structures={"spleen": "AMOS/spleen", "liver": "AMOS/liver"})
+    btcv = _spec("btcv", labels={"background": 0, "spleen": 1})  # same organ, its own structure (as Hermes)
+    registry = TaskRegistry([ct, mr, btcv])
+    assert registry.structure_ids() == [[0, 1, 2], [1, 0], [3]]
+    assert TaskRegistry.from_dict(registry.to_dict()).structure_ids() == [[0, 1, 2], [1, 0], [3]]
+    with pytest.raises(RegistryError, match="'structures' names labels the task does not have: \\['kidney'\\]"):
+        _spec("x", structures={"kidney": "k"})
+
+
+def test_main_modality_is_pet_when_a_channel_is_pet_or_explicit():
+    assert _spec("petct", channels={"0": "CT", "1": "PET"}, labels={"background": 0, "lesion": 1}).main_modality \
+        == "PET"
+    assert _spec("t1t2", channels={"0": "T2", "1": "T1"}).main_modality == "T2"
+    assert _spec("t1t2", channels={"0": "T2", "1": "T1"}, prior_modality="T1").main_modality == "T1"
+    with pytest.raises(RegistryError, match="prior_modality 'CT' is not one of its channels"):
+        _spec("t1", channels={"0": "T1"}, prior_modality="CT")

@@ -165,3 +165,31 @@ def test_case_tasks_may_hold_more_cases_than_the_dataset():
     for _ in range(10):
         batch = loader.get_indices()
         assert batch == [f"t{loader.last_task}_000"] * 2
+
+
+def test_weighted_schedule_draws_tasks_in_proportion_to_their_weights():
+    schedule = TaskSchedule(tasks=[0, 1, 2], batches_per_task=50, seed=0, probabilities=[351.0, 70.2, 8.7])
+    counts = Counter(islice(schedule, 20000))
+    shares = np.array([counts[t] for t in (0, 1, 2)]) / 20000
+    assert np.allclose(shares, np.array([351.0, 70.2, 8.7]) / 429.9, atol=0.01)
+    with pytest.raises(ValueError, match="one non-negative probability per task"):
+        TaskSchedule(tasks=[0, 1], batches_per_task=1, seed=0, probabilities=[1.0])
+
+
+def test_hermes_samples_datasets_as_the_reference():
+    """Per-case weights x cases: with the reference's table AMOS-CT gets ~40 % of the batches; uniform is a switch."""
+    from nnunetv2_universal.registry import TaskRegistry, TaskSpec
+    from nnunetv2_universal.training.hermes_trainer import HermesTrainer
+    table = {"amos_ct": (195, 1.8), "han": (39, 2.6), "mnm": (286, 0.3), "autopet": (705, 0.1), "amos_mr": (38, 1.6),
+             "brain": (124, 0.4), "kits": (159, 0.3), "bcv": (23, 1.5), "lits": (99, 0.3), "thorax": (38, 0.7),
+             "chaos": (45, 0.5)}
+    tasks = [TaskSpec(name=n, dataset=f"Dataset{i:03d}_{n}", channels={"0": "CT"},
+                      labels={"background": 0, "x": 1}, sampling_weight=w) for i, (n, (_, w)) in enumerate(table.items())]
+    cases = {f"{n}_{k}": n for n, (count, _) in table.items() for k in range(count)}
+    trainer = HermesTrainer.__new__(HermesTrainer)
+    trainer.registry = TaskRegistry(tasks, cases)
+    weights = trainer.task_sampling_weights(list(cases))
+    share = weights[0] / sum(weights.values())
+    assert share == pytest.approx(0.399, abs=0.002)
+    trainer.dataset_sampling = "uniform"
+    assert trainer.task_sampling_weights(list(cases)) is None

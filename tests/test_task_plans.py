@@ -12,7 +12,7 @@ from nnunetv2.preprocessing.normalization.default_normalization_schemes import C
 
 from nnunetv2_universal.collection.task_plans import (TASKS_KEY, TaskView, ct_window_intensity_properties,
                                                       task_dataset_json, task_plans)
-from nnunetv2_universal.collection.templates import CPU_DEMO, ECHO, PAPER, TEMPLATES, load_template
+from nnunetv2_universal.collection.templates import CPU_DEMO, ECHO, HERMES, PAPER, TEMPLATES, load_template
 from nnunetv2_universal.registry import TaskRegistry, TaskSpec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -170,7 +170,8 @@ def test_json_templates_equal_python_templates():
     files = sorted(glob.glob(os.path.join(PLANS_DIR, "*.json")))
     if not files:
         pytest.skip("no JSON templates in plans/")
-    expected = {"UniSegPlans_paper.json": PAPER, "UniSegPlansCPUDemo.json": CPU_DEMO, "EchoPlans.json": ECHO}
+    expected = {"UniSegPlans_paper.json": PAPER, "UniSegPlansCPUDemo.json": CPU_DEMO, "EchoPlans.json": ECHO,
+                "HermesPlans.json": HERMES}
     names = {os.path.basename(f) for f in files}
     assert set(expected) <= names, f"plans/ lacks {sorted(set(expected) - names)}"
     for name, template in expected.items():

@@ -42,8 +42,24 @@ def env(tmp_path, monkeypatch):
     return tmp_path
 
 
+def write_fingerprints(preprocessed):
+    """nnU-Net's fingerprint of each fake member (what its extractor writes for these images), so that planning does
+    not start 11 extractor worker pools; fingerprinting itself runs in the demo and integration tests."""
+    for (_, member_id, channels, _), name in zip(uniseg11.PAPER_MEMBERS, NAMES):
+        intensity = {"mean": 0.0, "median": 0.0, "std": 100.0, "min": -300.0, "max": 300.0,
+                     "percentile_99_5": 250.0, "percentile_00_5": -250.0}
+        fingerprint = {"foreground_intensity_properties_per_channel": {str(c): intensity for c in range(channels)},
+                       "median_relative_size_after_cropping": 1.0, "shapes_after_crop": [[8, 32, 32]] * 3,
+                       "spacings": [[2.0, 1.0, 1.0]] * 3}
+        folder = os.path.join(preprocessed, f"Dataset{member_id}_{name}")
+        os.makedirs(folder)
+        with open(os.path.join(folder, "dataset_fingerprint.json"), "w") as f:
+            json.dump(fingerprint, f)
+
+
 def test_uniseg11_builds_and_plans_the_paper_collection(env):
     make_members(str(env / "raw"))
+    write_fingerprints(str(env / "preprocessed"))
     uniseg11.main(["--no_preprocess"])
     registry = json.load(open(env / "raw" / "Dataset620_UniSeg11" / "dataset.json"))["universal"]
     assert [t["name"] for t in registry["tasks"]] == NAMES  # the paper's task order

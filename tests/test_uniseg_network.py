@@ -360,3 +360,46 @@ def test_prompt_gain_scales_only_the_prompt_channel():
     with torch.no_grad():  # the same as scaling the first transposed conv's prompt input weights
         paper.decoder.transpconvs[0].weight[-1] *= float(np.sqrt(paper.encoder.output_channels[-1]))
     torch.testing.assert_close(paper(x, 0), gained(x, 0))
+
+
+def test_dodnet_every_deep_supervision_head_is_task_conditioned():
+    """DoDNet baseline: no static heads; the generated head runs at every level, so each level's output changes
+    with the task (tasks sharing output channels never train one head with contradictory targets)."""
+    from nnunetv2_universal.networks.dodnet import DoDNetNetwork
+    kw = dict(input_channels=1, n_stages=4, features_per_stage=[4, 8, 16, 16], conv_op=nn.Conv3d,
+              kernel_sizes=[[1, 3, 3]] + [[3, 3, 3]] * 3, strides=TINY_STRIDES, n_conv_per_stage=2,
+              n_conv_per_stage_decoder=2, norm_op=nn.InstanceNorm3d, norm_op_kwargs={"affine": True},
+              nonlin=nn.LeakyReLU, num_classes=4, num_tasks=3, stem_channels=[1], deep_supervision=True)
+    torch.manual_seed(0)
+    net = DoDNetNetwork(**kw)
+    assert len(net.decoder.seg_layers) == 0
+    x = _image()
+    with torch.no_grad():
+        a, b = net(x, 0), net(x, 1)
+    assert [o.shape for o in a] == [o.shape for o in b] and len(a) == 3
+    for level_a, level_b in zip(a, b):
+        assert not torch.allclose(level_a, level_b)
+
+
+def test_a_step_on_one_channel_batches_leaves_the_other_stems_bit_identical():
+    """Stems of channel counts absent from a step get zero gradients (DDP needs every parameter used); with
+    momentum and weight decay they would still move. The trainer's optimiser hook keeps them exactly still."""
+    from nnunetv2_universal.networks.blocks import keep_unused_stems_still
+    net = _tiny().train()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.99, nesterov=True, weight_decay=3e-5)
+    keep_unused_stems_still(optimizer, net)
+    stem = next(m for m in net.modules() if type(m).__name__ == "MultiChannelStem")
+
+    def step(channels):
+        optimizer.zero_grad(set_to_none=True)
+        out = net(_image(channels), 0)
+        sum(o.mean() for o in out).backward()
+        optimizer.step()
+
+    step(2)  # the 2-channel stem now has momentum
+    before = {c: [p.detach().clone() for p in stem.conv_for(c).parameters()] for c in (1, 2, 4)}
+    for _ in range(3):
+        step(1)
+    for c in (2, 4):
+        assert all(torch.equal(a, b) for a, b in zip(before[c], stem.conv_for(c).parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(before[1], stem.conv_for(1).parameters()))

@@ -72,16 +72,7 @@ def build_collection(members: Sequence[Union[int, str]], collection_id: int, nam
         raise ValueError(f"members must share one file ending, got {endings}")
     registry = TaskRegistry(tasks, cases)  # validates names and the case table
 
-    dataset_json = {
-        "channel_names": {str(i): "task-dependent" for i in range(max(registry.channel_counts))},
-        "labels": {"background": 0, **{f"class_{i}": i for i in range(1, registry.max_num_classes)}},
-        "numTraining": len(cases),
-        "file_ending": next(iter(endings.values())),
-        "name": name,
-        "description": f"Universal collection of {len(tasks)} tasks: {', '.join(registry.names)}. Labels are "
-                       f"task-local; see '{COLLECTION_KEY}'.",
-        COLLECTION_KEY: {**registry.to_dict(), "members": member_table},
-    }
+    dataset_json = collection_dataset_json(registry, name, next(iter(endings.values())), member_table)
     # Write next to the target, then move: nothing half-written is left behind.
     staging = tempfile.mkdtemp(prefix=f".{target_name}.", dir=raw)
     try:
@@ -93,6 +84,25 @@ def build_collection(members: Sequence[Union[int, str]], collection_id: int, nam
         if os.path.isdir(staging):
             shutil.rmtree(staging)
     return target_name
+
+
+def collection_dataset_json(registry: TaskRegistry, name: str, file_ending: str,
+                            members: Optional[Dict] = None) -> Dict:
+    """A collection's dataset.json: as many channels and classes as its largest task, the registry (and the member
+    table when built from member datasets)."""
+    block = registry.to_dict()
+    if members is not None:
+        block["members"] = members
+    return {
+        "channel_names": {str(i): "task-dependent" for i in range(max(registry.channel_counts))},
+        "labels": {"background": 0, **{f"class_{i}": i for i in range(1, registry.max_num_classes)}},
+        "numTraining": len(registry.cases),
+        "file_ending": file_ending,
+        "name": name,
+        "description": f"Universal collection of {len(registry)} tasks: {', '.join(registry.names)}. Labels are "
+                       f"task-local; see '{COLLECTION_KEY}'.",
+        COLLECTION_KEY: block,
+    }
 
 
 def load_collection_dataset_json(collection: Union[int, str]) -> Dict:

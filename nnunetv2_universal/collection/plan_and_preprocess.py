@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import shutil
 import tempfile
-from typing import Dict, List, Union
+from typing import Dict, List, Optional, Union
 
 import numpy as np
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, maybe_mkdir_p, save_json
@@ -35,35 +35,48 @@ from nnunetv2_universal.collection.templates import load_template
 from nnunetv2_universal.registry import COLLECTION_KEY, NORMALIZATION_SCHEMES, TaskRegistry, TaskSpec
 
 
-def _member_settings(task: TaskSpec, member: str, num_processes: int, verify: bool) -> dict:
-    """Per-task preprocessing settings from nnU-Net's fingerprint and planner rules plus the registry."""
+def _member_settings(task: TaskSpec, member: str, num_processes: int, verify: bool,
+                     template_spacing=None) -> dict:
+    """Per-task preprocessing settings from nnU-Net's fingerprint and planner rules plus the registry (a template's
+    spacing, if it has one, wins over both)."""
     if verify:
         verify_dataset_integrity(join(nnUNet_raw, member), num_processes)
     if not isfile(join(nnUNet_preprocessed, member, "dataset_fingerprint.json")):
         DatasetFingerprintExtractor(member, num_processes, verbose=False).run()
     fingerprint = load_json(join(nnUNet_preprocessed, member, "dataset_fingerprint.json"))
-    spacing = [float(s) for s in task.spacing] if task.spacing else None
+    spacing = [float(s) for s in (template_spacing or task.spacing or [])] or None
     planner = ExperimentPlanner(member, overwrite_target_spacing=spacing, suppress_transpose=True)
     _, use_mask = planner.determine_normalization_scheme_and_whether_mask_is_used_for_norm()
-    schemes = [NORMALIZATION_SCHEMES[s] for s in task.normalization]
-    # The mask rule only applies to schemes that zero the outside (z-score), as in nnU-Net's planner.
-    use_mask = [bool(m) and s == "zscore" for m, s in zip(use_mask, task.normalization)]
-    intensities = {}
-    for c, scheme in enumerate(task.normalization):
-        if scheme == "ct_window":
-            intensities[str(c)] = ct_window_intensity_properties(*task.ct_window)
-        else:
-            intensities[str(c)] = fingerprint["foreground_intensity_properties_per_channel"][str(c)]
     target_spacing = [float(s) for s in planner.determine_fullres_target_spacing()]
     median_shape = np.median(fingerprint["shapes_after_crop"], 0)
     median_spacing = np.median(fingerprint["spacings"], 0)
     median_resampled = [int(round(s * o / t)) for s, o, t in zip(median_shape, median_spacing, target_spacing)]
-    return {"num_classes": task.num_classes, "spacing": target_spacing, "normalization_schemes": schemes,
-            "use_mask_for_norm": use_mask,
-            "median_image_size_in_voxels": median_resampled,
-            "foreground_intensity_properties_per_channel": intensities,
-            "image_reader_writer": planner.determine_reader_writer().__name__,
-            "modalities": task.modalities}
+    return task_settings(task, target_spacing, use_mask, median_resampled, planner.determine_reader_writer().__name__,
+                         fingerprint["foreground_intensity_properties_per_channel"])
+
+
+def task_settings(task: TaskSpec, spacing, use_mask_for_norm, median_size, reader: str,
+                  channel_intensities: Optional[dict] = None) -> dict:
+    """One task's entry under `universal_tasks`: spacing, normalisation (the mask rule only where the scheme zeroes
+    the outside, z-score, as nnU-Net's planner), intensity properties (fixed for the CT window; from the
+    fingerprint otherwise, which z-score does not read), reader, modalities and structures."""
+    schemes = [NORMALIZATION_SCHEMES[s] for s in task.normalization]
+    use_mask = [bool(m) and s == "zscore" for m, s in zip(use_mask_for_norm, task.normalization)]
+    intensities = {}
+    for c, scheme in enumerate(task.normalization):
+        if scheme == "ct_window":
+            intensities[str(c)] = ct_window_intensity_properties(*task.ct_window)
+        elif channel_intensities is not None:
+            intensities[str(c)] = channel_intensities[str(c)]
+        else:
+            intensities[str(c)] = {"mean": 0.0, "std": 1.0, "median": 0.0, "min": 0.0, "max": 0.0,
+                                   "percentile_00_5": 0.0, "percentile_99_5": 0.0}
+    return {"num_classes": task.num_classes, "spacing": [float(s) for s in spacing],
+            "normalization_schemes": schemes, "use_mask_for_norm": use_mask,
+            "median_image_size_in_voxels": [int(s) for s in median_size],
+            "foreground_intensity_properties_per_channel": intensities, "image_reader_writer": reader,
+            "modalities": task.modalities, "main_modality": task.main_modality,
+            "structures": task.structure_keys()}
 
 
 def plan_collection(collection: Union[int, str], template: str = "paper", configuration: str = "3d_fullres",
@@ -75,20 +88,36 @@ def plan_collection(collection: Union[int, str], template: str = "paper", config
     members = dataset_json[COLLECTION_KEY]["members"]
     tmpl = load_template(template)
 
-    settings = {t.name: _member_settings(t, members[t.name]["dataset"], num_processes, verify) for t in registry}
+    settings = {t.name: _member_settings(t, members[t.name]["dataset"], num_processes, verify, tmpl.get("spacing"))
+                for t in registry}
+    plans = collection_plans(name, registry, settings, tmpl, configuration)
+    out = join(nnUNet_preprocessed, name)
+    maybe_mkdir_p(out)
+    save_json(plans, join(out, f"{plans['plans_name']}.json"), sort_keys=False)
+    save_json(dataset_json, join(out, "dataset.json"), sort_keys=False)
+    save_json(collection_splits(registry, members), join(out, "splits_final.json"), sort_keys=False)
+    save_json({"members": {t: load_json(join(nnUNet_preprocessed, m["dataset"], "dataset_fingerprint.json"))
+                           for t, m in members.items()}},
+              join(out, "dataset_fingerprint.json"), sort_keys=False)
+    return plans
+
+
+def collection_plans(dataset_name: str, registry: TaskRegistry, settings: Dict[str, dict], template: dict,
+                     configuration: str = "3d_fullres") -> dict:
+    """nnU-Net plans for a collection: the template's network, patch and batch; every task's own settings under
+    `universal_tasks` (the configuration's top level holds the first task's, for tools that read only those)."""
+    resampling_data, data_kwargs, resampling_seg, seg_kwargs = ExperimentPlanner.determine_resampling(None)
+    resampling_prob, prob_kwargs = ExperimentPlanner.determine_segmentation_softmax_export_fn(None)
     first = settings[registry.names[0]]
-    planner = ExperimentPlanner(members[registry.names[0]]["dataset"], suppress_transpose=True)
-    resampling_data, data_kwargs, resampling_seg, seg_kwargs = planner.determine_resampling()
-    resampling_prob, prob_kwargs = planner.determine_segmentation_softmax_export_fn()
-    arch_kwargs = dict(tmpl["arch_kwargs"])
-    arch_kwargs.update({"num_tasks": len(registry), "patch_size": list(tmpl["patch_size"]),
+    arch_kwargs = dict(template["arch_kwargs"])
+    arch_kwargs.update({"num_tasks": len(registry), "patch_size": list(template["patch_size"]),
                         "stem_channels": registry.channel_counts})
-    plans_name = tmpl["plans_name"]
+    plans_name = template["plans_name"]
     config = {
         "data_identifier": f"{plans_name}_{configuration}",
         "preprocessor_name": "DefaultPreprocessor",
-        "batch_size": int(tmpl["batch_size"]),
-        "patch_size": list(tmpl["patch_size"]),
+        "batch_size": int(template["batch_size"]),
+        "patch_size": list(template["patch_size"]),
         "median_image_size_in_voxels": first["median_image_size_in_voxels"],
         "spacing": first["spacing"],
         "normalization_schemes": first["normalization_schemes"],
@@ -99,13 +128,13 @@ def plan_collection(collection: Union[int, str], template: str = "paper", config
         "resampling_fn_seg_kwargs": seg_kwargs,
         "resampling_fn_probabilities": resampling_prob.__name__,
         "resampling_fn_probabilities_kwargs": prob_kwargs,
-        "architecture": {"network_class_name": tmpl["network_class_name"], "arch_kwargs": arch_kwargs,
-                         "_kw_requires_import": list(tmpl["_kw_requires_import"])},
-        "batch_dice": bool(tmpl["batch_dice"]),
+        "architecture": {"network_class_name": template["network_class_name"], "arch_kwargs": arch_kwargs,
+                         "_kw_requires_import": list(template["_kw_requires_import"])},
+        "batch_dice": bool(template.get("batch_dice", False)),
         TASKS_KEY: settings,
     }
     plans = {
-        "dataset_name": name,
+        "dataset_name": dataset_name,
         "plans_name": plans_name,
         "original_median_spacing_after_transp": first["spacing"],
         "original_median_shape_after_transp": first["median_image_size_in_voxels"],
@@ -118,14 +147,6 @@ def plan_collection(collection: Union[int, str], template: str = "paper", config
         "foreground_intensity_properties_per_channel": first["foreground_intensity_properties_per_channel"],
     }
     recursive_fix_for_json_export(plans)
-    out = join(nnUNet_preprocessed, name)
-    maybe_mkdir_p(out)
-    save_json(plans, join(out, f"{plans_name}.json"), sort_keys=False)
-    save_json(dataset_json, join(out, "dataset.json"), sort_keys=False)
-    save_json(collection_splits(registry, members), join(out, "splits_final.json"), sort_keys=False)
-    save_json({"members": {t: load_json(join(nnUNet_preprocessed, m["dataset"], "dataset_fingerprint.json"))
-                           for t, m in members.items()}},
-              join(out, "dataset_fingerprint.json"), sort_keys=False)
     return plans
 
 
@@ -211,8 +232,8 @@ def main(argv=None):
                                                  "(each member with its own spacing and normalisation).")
     parser.add_argument("-d", nargs="+", required=True, help="collection dataset id(s) or name(s)")
     parser.add_argument("-pl", default="paper",
-                        help="plans template: 'paper' (UniSeg, 64x192x192), 'cpu_demo', or a JSON file "
-                             "(see plans/ in the repository). Default: paper")
+                        help="plans template: 'paper' (UniSeg, 64x192x192), 'hermes' (Hermes-R, 128^3 at 1.5 mm), "
+                             "'cpu_demo', or a JSON file (see plans/ in the repository). Default: paper")
     parser.add_argument("-c", default="3d_fullres", help="configuration name (default 3d_fullres)")
     parser.add_argument("-np", type=int, default=int(os.environ.get("nnUNet_def_n_proc", 1)),
                         help="worker processes for fingerprinting and preprocessing")

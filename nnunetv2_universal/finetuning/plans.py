@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 from typing import Optional, Sequence
 
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, save_json
@@ -26,8 +27,12 @@ PAPER_DOWNSTREAM_PATCH = (48, 192, 192)
 def transfer_plans(source: str, target: str, source_plans: str = "UniSegPlans", base_plans: str = "nnUNetPlans",
                    target_plans: str = "UniSegFinetunePlans", configuration: str = "3d_fullres",
                    patch_size: Optional[Sequence[int]] = PAPER_DOWNSTREAM_PATCH) -> dict:
-    src_name, tgt_name = maybe_convert_to_dataset_name(source), maybe_convert_to_dataset_name(target)
-    upstream_file = join(nnUNet_preprocessed, src_name, f"{source_plans}.json")
+    tgt_name = maybe_convert_to_dataset_name(target)
+    if os.path.isdir(source):  # a model folder (e.g. the imported released model): its plans.json
+        src_name, upstream_file = source, join(source, "plans.json")
+    else:
+        src_name = maybe_convert_to_dataset_name(source)
+        upstream_file = join(nnUNet_preprocessed, src_name, f"{source_plans}.json")
     base_file = join(nnUNet_preprocessed, tgt_name, f"{base_plans}.json")
     for f, hint in ((upstream_file, "the upstream collection's plans"),
                     (base_file, f"run nnUNetv2_plan_and_preprocess -d {target} -c {configuration} first")):
@@ -57,7 +62,8 @@ def transfer_plans(source: str, target: str, source_plans: str = "UniSegPlans", 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="Write fine-tuning plans for TARGET from an upstream UniSeg collection.")
-    p.add_argument("-s", required=True, help="upstream collection dataset id or name")
+    p.add_argument("-s", required=True, help="upstream collection dataset id or name, or a model folder with "
+                                             "plans.json (e.g. from nnUNetv2_universal_import_uniseg_v1)")
     p.add_argument("-t", required=True, help="target dataset id or name (planned with stock nnU-Net first)")
     p.add_argument("-sp", default="UniSegPlans", help="upstream plans (default UniSegPlans)")
     p.add_argument("-bp", default="nnUNetPlans", help="target's stock plans to start from (default nnUNetPlans)")

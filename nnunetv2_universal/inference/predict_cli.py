@@ -1,7 +1,7 @@
 """`nnUNetv2_universal_predict`: nnUNetv2_predict's flags plus the choice of task(s).
 
     nnUNetv2_universal_predict -i IN -o OUT -d 900 -c 3d_fullres -tr UniSegTrainer -p UniSegPlans -f 0 --task NAME
-    nnUNetv2_universal_predict ... --all-tasks [--modality CT] [--priority A B ...]
+    nnUNetv2_universal_predict ... --all-tasks [--modality CT | --any-modality] [--priority A B ...]
     nnUNetv2_universal_predict -d 900 -tr UniSegTrainer -p UniSegPlans -c 3d_fullres --list-tasks
 """
 from __future__ import annotations
@@ -38,7 +38,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="every task whose input matches the image's channels; one merged label map")
     choice.add_argument("--list-tasks", action="store_true", help="print the model's tasks and exit")
     p.add_argument("--modality", nargs="+", default=None,
-                   help="with --all-tasks: only tasks whose channel modalities are these (e.g. CT)")
+                   help="with --all-tasks: only tasks whose channel modalities are these (e.g. CT); default: CT "
+                        "tasks for images in Hounsfield units, the other tasks for other images")
+    p.add_argument("--any-modality", action="store_true",
+                   help="with --all-tasks: every task with the image's channel count, whatever its modality")
     p.add_argument("--tasks", nargs="+", default=None, help="with --all-tasks: restrict to these tasks")
     p.add_argument("--priority", nargs="+", default=None,
                    help="with --all-tasks: paste order (later wins where tasks overlap); default registry order")
@@ -103,7 +106,7 @@ def main(argv=None):
         return
     lists, outputs, _ = predictor._manage_input_and_output_lists(args.i, args.o)
     labels = predictor.predict_all_tasks(lists, outputs, tasks=args.tasks, modalities=args.modality,
-                                         priority=args.priority)
+                                         priority=args.priority, any_modality=args.any_modality)
     print(f"Global labels written to {write_global_labels(labels, args.o)}")
 
 

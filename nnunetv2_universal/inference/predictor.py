@@ -9,9 +9,10 @@ per tile (only the prompt-dependent part runs per task), and the per-task label 
 from __future__ import annotations
 
 import dataclasses
-
+import os
 from typing import Dict, List, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from batchgenerators.utilities.file_and_folder_operations import join, maybe_mkdir_p, save_json
 from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
@@ -23,6 +24,11 @@ from nnunetv2_universal.collection.task_plans import TaskView
 from nnunetv2_universal.conditioning import Condition
 from nnunetv2_universal.inference.merge import GlobalLabels, merge_task_segmentations
 from nnunetv2_universal.registry import TaskRegistry
+
+
+# An image whose minimum is below this is in Hounsfield units (air is -1000 HU; scanners fill with -1024 or less);
+# MR and PET intensities are not negative.
+CT_MINIMUM_HU = -500.0
 
 
 class TaskSlicedLogits(nn.Module):
@@ -159,12 +165,25 @@ class UniversalPredictor(nnUNetPredictor):
                 block, v.plans_manager, v.configuration_manager, v.label_manager, dict(properties))
         return segmentations, properties
 
+    def _same_modality_tasks(self, files: Sequence[str], candidates: List[int]) -> List[int]:
+        """Of tasks that accept the image's channel count, those of its modality: CT tasks for an image in
+        Hounsfield units (minimum below CT_MINIMUM_HU, air), the other tasks otherwise."""
+        is_ct = {t: self.registry.task(t).modalities[0].strip().lower() == "ct" for t in candidates}
+        if len(set(is_ct.values())) < 2:
+            return candidates
+        image, _ = self.plans_manager.image_reader_writer_class().read_images([files[0]])
+        looks_ct = float(np.min(image)) < CT_MINIMUM_HU
+        return [t for t in candidates if is_ct[t] == looks_ct]
+
     def predict_all_tasks(self, list_of_lists: Sequence[Sequence[str]], output_files: Sequence[str],
                           tasks: Optional[Sequence[Union[str, int]]] = None,
                           modalities: Optional[Sequence[str]] = None,
-                          priority: Optional[Sequence[Union[str, int]]] = None) -> GlobalLabels:
-        """For each case, predict every compatible task (same channel count, and modality names if given) and
-        write one merged label map (global labels, see inference.merge). Returns the global label table."""
+                          priority: Optional[Sequence[Union[str, int]]] = None,
+                          any_modality: bool = False) -> GlobalLabels:
+        """For each case, predict every compatible task and write one merged label map (global labels, see
+        inference.merge). Compatible: the image's channel count and modality (the modality names if given,
+        otherwise CT tasks for a CT image and the others for any other image; `any_modality` drops the modality
+        rule). Returns the global label table."""
         labels = GlobalLabels(self.registry)
         allowed = None if tasks is None else {self.registry.index(t) for t in tasks}
         order = None if priority is None else [self.registry.index(t) for t in priority]
@@ -173,10 +192,13 @@ class UniversalPredictor(nnUNetPredictor):
         for files, ofile in zip(list_of_lists, output_files):
             compatible = [t for t in self.registry.tasks_for_channels(len(files), modalities)
                           if allowed is None or t in allowed]
+            if compatible and modalities is None and not any_modality:
+                compatible = self._same_modality_tasks(files, compatible)
             if not compatible:
                 raise ValueError(f"{ofile}: no task accepts {len(files)} channel(s)"
                                  f"{'' if modalities is None else f' with modalities {list(modalities)}'}; tasks: "
                                  + ", ".join(f"{t.name} ({t.num_channels} ch)" for t in self.registry))
+            print(f"{os.path.basename(ofile)}: {', '.join(self.registry.names[t] for t in compatible)}")
             compatible_per_case.append(compatible)
         for files, ofile, compatible in zip(list_of_lists, output_files, compatible_per_case):
             groups: Dict[tuple, List[TaskView]] = {}

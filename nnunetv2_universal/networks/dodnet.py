@@ -2,8 +2,10 @@
 
 A one-hot task code and the globally pooled bottleneck go through a controller that generates the weights of a
 small dynamic head (three 1x1x1 convs, 8 -> 8 -> 8 -> num_classes) applied to the full-resolution decoder
-features (reduced to 8 channels). Lower deep-supervision levels keep ordinary (static) heads so nnU-Net's loss and
-contract are unchanged. Condition: `task`.
+features (reduced to 8 channels). DoDNet has no deep supervision; with nnU-Net's, every level is task-conditioned:
+the same generated head runs on each decoder stage's features (each stage reduced to 8 channels by its own
+norm-nonlin-1x1 conv), so tasks that share output channels never give one static head contradictory targets.
+Condition: `task`.
 """
 from __future__ import annotations
 
@@ -35,9 +37,15 @@ class DoDNetNetwork(_StemmedUNetParts, ConditionedNetwork):
                             deep_supervision, decoder_kernel_sizes, transpconv_bias, seg_bias,
                             extra_bottleneck_channels=0)
         h = self.HEAD_CHANNELS
-        full_res = self.encoder.output_channels[0]
-        self.precls = nn.Sequential(norm_op(full_res, **(norm_op_kwargs or {})), nonlin(**(nonlin_kwargs or {})),
-                                    conv_op(full_res, h, 1))
+
+        def reduce(channels):
+            return nn.Sequential(norm_op(channels, **(norm_op_kwargs or {})), nonlin(**(nonlin_kwargs or {})),
+                                 conv_op(channels, h, 1))
+
+        self.precls = reduce(self.encoder.output_channels[0])
+        # one reduction per lower decoder stage (deep supervision), highest resolution first
+        self.level_precls = nn.ModuleList(reduce(c) for c in self.encoder.output_channels[1:-1])
+        self.decoder.seg_layers = nn.ModuleList()  # every head is generated
         self.head = GeneratedConvHead([(h, h), (h, h), (num_classes, h)])
         self.controller = conv_op(self.encoder.output_channels[-1] + num_tasks, self.head.num_params, 1)
 
@@ -45,7 +53,7 @@ class DoDNetNetwork(_StemmedUNetParts, ConditionedNetwork):
         skips = self.encoder(x)
         pooled = skips[-1].mean(dim=tuple(range(2, skips[-1].ndim)), keepdim=True)
         decoder = self.decoder
-        outputs = []
+        outputs, features = [], None
         for c in conditions:
             task = self.resolve_condition(c).task
             if task is None or not 0 <= task < self.num_tasks:
@@ -53,20 +61,23 @@ class DoDNetNetwork(_StemmedUNetParts, ConditionedNetwork):
             code = torch.zeros(x.shape[0], self.num_tasks, *pooled.shape[2:], device=x.device, dtype=pooled.dtype)
             code[:, task] = 1
             params = self.controller(torch.cat((pooled, code), 1)).flatten(1)
-            feats, static = self._decode(decoder, skips)
-            dynamic = self.head.apply(self.precls(feats), params)
-            outputs.append([dynamic] + static[1:] if decoder.deep_supervision else dynamic)
+            if features is None:
+                features = self._decode(decoder, skips)
+            dynamic = self.head.apply(self.precls(features[0]), params)
+            if decoder.deep_supervision:
+                dynamic = [dynamic] + [self.head.apply(reduce(f), params)
+                                       for reduce, f in zip(self.level_precls, features[1:])]
+            outputs.append(dynamic)
         return outputs
 
     @staticmethod
-    def _decode(decoder, skips):
-        """Decoder pass returning the full-resolution features and the static heads' outputs."""
-        x, heads = skips[-1], []
+    def _decode(decoder, skips) -> List[torch.Tensor]:
+        """Every decoder stage's features, highest resolution first."""
+        x, features = skips[-1], []
         for s in range(len(decoder.stages)):
             x = decoder.stages[s](torch.cat((decoder.transpconvs[s](x), skips[-(s + 2)]), 1))
-            if decoder.deep_supervision:
-                heads.append(decoder.seg_layers[s](x))
-        return x, heads[::-1]
+            features.append(x)
+        return features[::-1]
 
     def forward(self, x: torch.Tensor, condition: ConditionLike = None):
         return self.hide_invisible_classes(self.forward_tasks(x, [self.resolve_condition(condition)])[0])

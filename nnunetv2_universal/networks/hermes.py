@@ -1,23 +1,27 @@
-"""Hermes (Gao et al., CVPR 2024): context-prior learning on nnU-Net's residual-encoder U-Net.
+"""Hermes (Gao et al., CVPR 2024): context-prior learning on the reference's pre-activation residual U-Net
+(`backbone="preact"`, the `hermes` plans template) or on nnU-Net's residual-encoder U-Net (`backbone="resenc"`).
 
 Learnable prior tokens are fused with image features at several encoder and decoder stages:
-- task priors: one token per global task (a (dataset, label) pair of the registry) plus a null token (last row);
+- task priors: one token per global task (a structure of the registry: a (task, label) pair, or labels of several
+  tasks that share a structure key) plus a null token (last row);
 - modality priors: `modality_tokens` tokens per modality plus an "unknown" set (last), e.g. MR of unknown sequence.
 Each fusion point owns its tables and runs `PriorAttentionBlock`s: priors attend to all voxels (then an MLP), voxels
 attend to the priors (then an MLP). The updated task tokens of all points are concatenated into one posterior per
 requested task, mapped by an MLP to a 1x1x1 kernel; its dot product with decoder features gives one sigmoid map per
-requested task (per deep-supervision level, each level with its own kernel MLP). The updated modality tokens feed a
-modality classifier (auxiliary loss).
+requested task (deep-supervision levels map the kernel to their width with one linear layer each). The updated
+modality tokens feed a modality classifier (auxiliary loss).
 
 forward(x, task_ids (B, T) with -1 = null, modality_ids (B,) with -1 = unknown) -> logits (B, T, *spatial)
 (list, highest resolution first, with deep supervision). Null tokens take part in prior-to-voxel attention but are
 masked as keys for the voxels unless `mask_null_tokens=False` (the reference's behaviour). With a Condition
-(nnU-Net's predictor) the tasks are `condition.tasks` and a zero background channel is prepended, so nnU-Net's
-argmax export gives "label = argmax + 1 where the largest sigmoid > 0.5".
+(nnU-Net's predictor) the tasks are `condition.tasks` (or a registry task's structures) plus one visible null token
+as in training, a zero background channel is prepended, so nnU-Net's argmax export gives "label = argmax + 1 where
+the largest sigmoid > 0.5", and channels beyond the task's are padded far below it (stock nnU-Net allocates the
+collection's channel count).
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +32,7 @@ from torch import nn
 
 from nnunetv2_universal.conditioning import ConditionedNetwork, ConditionLike
 from nnunetv2_universal.networks.blocks import ConditionedUNetDecoder, MultiChannelStem
+from nnunetv2_universal.networks.preact_unet import PreActivationDecoder, PreActivationEncoder
 
 
 class CrossAttention(nn.Module):
@@ -122,37 +127,59 @@ class HierarchicalPriorHead(nn.Module):
                                  nn.Linear(posterior_dim, out_channels), nn.Linear(out_channels, out_channels),
                                  nn.GELU(), nn.Linear(out_channels, out_channels))
 
-    def forward(self, posteriors: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        kernels = self.mlp(self.norm(posteriors))
+    def kernels(self, posteriors: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.norm(posteriors))
+
+    @staticmethod
+    def segment(kernels: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         return torch.einsum("bc...,btc->bt...", features, kernels)
+
+    def forward(self, posteriors: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        return self.segment(self.kernels(posteriors), features)
 
 
 class HermesNetwork(ConditionedNetwork):
-    """Hermes-R on nnU-Net's ResidualEncoder U-Net (see module docstring)."""
+    """Hermes-R (see module docstring)."""
 
     def __init__(self, input_channels: int, n_stages: int, features_per_stage, conv_op, kernel_sizes, strides,
                  n_blocks_per_stage, num_classes: int, n_conv_per_stage_decoder, num_global_tasks: int,
                  task_label_counts: Sequence[int] = (), task_modality_ids: Sequence[int] = (),
+                 task_global_ids: Optional[Sequence[Sequence[int]]] = None,
                  stem_channels: Optional[Sequence[int]] = None,
                  num_modalities: int = 5, modality_tokens: int = 10, fusion_depth: int = 2,
                  bottleneck_fusion_depth: int = 4, fusion_min_downsampling: int = 4, mask_null_tokens: bool = True,
+                 backbone: str = "resenc",
                  conv_bias: bool = False, norm_op=None, norm_op_kwargs=None, dropout_op=None, dropout_op_kwargs=None,
                  nonlin=None, nonlin_kwargs=None, deep_supervision: bool = False, **_ignored):
         super().__init__()
         self.num_global_tasks, self.num_modalities = num_global_tasks, num_modalities
-        self.encoder = ResidualEncoder(input_channels, n_stages, features_per_stage, conv_op, kernel_sizes, strides,
-                                       n_blocks_per_stage, conv_bias, norm_op, norm_op_kwargs, dropout_op,
-                                       dropout_op_kwargs, nonlin, nonlin_kwargs, return_skips=True)
-        first = self.encoder.stem.convs[0]  # one stem conv per channel count, as UniSeg
-        first.conv = MultiChannelStem(conv_op, stem_channels or [input_channels], first.conv.out_channels,
-                                      first.conv.kernel_size, first.conv.stride, conv_bias)
-        first.all_modules[0] = first.conv
-        # registry task i = global tasks offsets[i] .. offsets[i] + counts[i] - 1 (for Condition(task=i))
-        self.task_label_counts = [int(c) for c in task_label_counts]
-        self.task_offsets = [int(o) for o in np.cumsum([0] + self.task_label_counts[:-1])]
+        if backbone == "preact":  # the reference's pre-activation residual U-Net
+            self.encoder = PreActivationEncoder(input_channels, features_per_stage, conv_op, kernel_sizes, strides,
+                                                n_blocks_per_stage, conv_bias, norm_op, norm_op_kwargs, nonlin,
+                                                nonlin_kwargs, stem_channels or [input_channels])
+            self.decoder = PreActivationDecoder(self.encoder, n_conv_per_stage_decoder, deep_supervision, conv_bias,
+                                                norm_op, norm_op_kwargs, nonlin, nonlin_kwargs)
+        elif backbone == "resenc":  # nnU-Net's residual encoder and U-Net decoder
+            self.encoder = ResidualEncoder(input_channels, n_stages, features_per_stage, conv_op, kernel_sizes,
+                                           strides, n_blocks_per_stage, conv_bias, norm_op, norm_op_kwargs,
+                                           dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs, return_skips=True)
+            first = self.encoder.stem.convs[0]  # one stem conv per channel count, as UniSeg
+            first.conv = MultiChannelStem(conv_op, stem_channels or [input_channels], first.conv.out_channels,
+                                          first.conv.kernel_size, first.conv.stride, conv_bias)
+            first.all_modules[0] = first.conv
+            self.decoder = ConditionedUNetDecoder(self.encoder, 1, n_conv_per_stage_decoder, deep_supervision)
+            self.decoder.seg_layers = nn.ModuleList()  # hierarchical prior heads instead
+        else:
+            raise ValueError(f"backbone must be 'resenc' (nnU-Net) or 'preact' (the reference), got {backbone!r}")
+        # registry task i, label l -> global task id task_global_ids[i][l - 1] (for Condition(task=i)); labels that
+        # are one structure share an id. Without the table: consecutive ids per task in registry order.
+        if task_global_ids is None:
+            offsets = np.cumsum([0] + [int(c) for c in task_label_counts][:-1])
+            task_global_ids = [list(range(o, o + int(c))) for o, c in zip(offsets, task_label_counts)]
+        self.task_global_ids = [[int(i) for i in ids] for ids in task_global_ids]
+        self.task_label_counts = [len(ids) for ids in self.task_global_ids]
         self.task_modality_ids = [int(m) for m in task_modality_ids]
-        self.decoder = ConditionedUNetDecoder(self.encoder, 1, n_conv_per_stage_decoder, deep_supervision)
-        self.decoder.seg_layers = nn.ModuleList()  # hierarchical prior heads instead
+        self.num_output_channels = int(num_classes)
         channels = list(self.encoder.output_channels)
         steps = [maybe_convert_scalar_to_list(conv_op, s) for s in self.encoder.strides]
         downsampling = np.cumprod([max(s) for s in steps])
@@ -170,8 +197,10 @@ class HermesNetwork(ConditionedNetwork):
                             if f is not None)
         if posterior_dim == 0:
             raise ValueError("no fusion point: lower fusion_min_downsampling or use more stages")
-        self.heads = nn.ModuleList(HierarchicalPriorHead(posterior_dim, channels[-(s + 2)])
-                                   for s in range(n_stages - 1))
+        # one kernel MLP (the reference's head, kernels as wide as the last decoder stage); the deep-supervision
+        # levels map its kernels to their width
+        self.head = HierarchicalPriorHead(posterior_dim, channels[0])
+        self.level_kernels = nn.ModuleList(nn.Linear(channels[0], channels[-(s + 2)]) for s in range(n_stages - 2))
         self.modality_norm = nn.LayerNorm(posterior_dim)
         self.modality_classifier = nn.Sequential(nn.Linear(posterior_dim, posterior_dim), nn.GELU(),
                                                  nn.Linear(posterior_dim, num_modalities))
@@ -205,7 +234,10 @@ class HermesNetwork(ConditionedNetwork):
             skips.append(h)
         h, features = skips[-1], []
         for s in range(len(self.decoder.stages)):
-            h = self.decoder.stages[s](torch.cat((self.decoder.transpconvs[s](h), skips[-(s + 2)]), 1))
+            if hasattr(self.decoder, "step"):
+                h = self.decoder.step(s, h, skips[-(s + 2)])
+            else:
+                h = self.decoder.stages[s](torch.cat((self.decoder.transpconvs[s](h), skips[-(s + 2)]), 1))
             if self.decoder_fusion[s] is not None:
                 h, p = self.decoder_fusion[s](h, task_ids, modality_ids)
                 posteriors.append(p)
@@ -213,10 +245,11 @@ class HermesNetwork(ConditionedNetwork):
         posterior = torch.cat(posteriors, 2)
         task_posterior = posterior[:, :t]
         modality_logits = self.modality_classifier(self.modality_norm(posterior[:, t:]).mean(1))
+        kernels = self.head.kernels(task_posterior)
+        logits = self.head.segment(kernels, features[-1])
         if self.decoder.deep_supervision:
-            logits = [self.heads[s](task_posterior, f) for s, f in enumerate(features)][::-1]
-        else:
-            logits = self.heads[-1](task_posterior, features[-1])
+            logits = [logits] + [self.head.segment(self.level_kernels[s](kernels), features[s])
+                                 for s in range(len(features) - 2, -1, -1)]
         return logits, modality_logits
 
     def forward(self, x: torch.Tensor, condition: ConditionLike = None, task_ids: Optional[torch.Tensor] = None,
@@ -230,26 +263,33 @@ class HermesNetwork(ConditionedNetwork):
         cond = self.resolve_condition(condition)
         tasks, modality = cond.tasks, (-1 if not cond.modality else int(cond.modality[0]))
         subset = None
-        if not tasks and cond.task is not None and cond.task < len(self.task_label_counts):
+        if not tasks and cond.task is not None and cond.task < len(self.task_global_ids):
             # a registry task: all of its labels (or the requested ones), with its modality
-            start, count = self.task_offsets[cond.task], self.task_label_counts[cond.task]
+            count = self.task_label_counts[cond.task]
             subset = sorted(set(cond.labels)) if cond.labels else list(range(1, count + 1))
-            tasks = tuple(start + label - 1 for label in subset)
+            tasks = tuple(self.task_global_ids[cond.task][label - 1] for label in subset)
             # the registry's modality indices are not Hermes' vocabulary: use the task's own modality id
             modality = self.task_modality_ids[cond.task] if cond.task < len(self.task_modality_ids) else -1
         if not tasks:
             raise ValueError("HermesNetwork needs condition.tasks (global task ids), condition.task or task_ids=")
-        ids = torch.tensor([list(tasks)] * x.shape[0], device=x.device)
+        # one visible null token, as in training (the reference tests with the C tasks plus one null)
+        ids = torch.tensor([list(tasks) + [-1]] * x.shape[0], device=x.device)
         logits, self.last_modality_logits = self.forward_ids(x, ids, torch.full((x.shape[0],), modality,
                                                                                  device=x.device))
+        logits = [z[:, :-1] for z in (logits if isinstance(logits, list) else [logits])]
         if subset is not None and len(subset) < self.task_label_counts[cond.task]:
             # only the requested labels were computed: the others become channels that never win the argmax
-            logits = [_scatter_labels(z, subset, self.task_label_counts[cond.task]) for z in
-                      (logits if isinstance(logits, list) else [logits])]
-            logits = logits if self.decoder.deep_supervision else logits[0]
-        if isinstance(logits, list):
-            return [_with_background(z) for z in logits]
-        return _with_background(logits)
+            logits = [_scatter_labels(z, subset, self.task_label_counts[cond.task]) for z in logits]
+        logits = [self._padded(_with_background(z)) for z in logits]
+        return logits if self.decoder.deep_supervision else logits[0]
+
+    def _padded(self, logits: torch.Tensor) -> torch.Tensor:
+        """Stock nnU-Net allocates the collection's channel count: pad, and hide what the task does not have."""
+        if logits.shape[1] >= self.num_output_channels:
+            return logits
+        pad = logits.new_full((logits.shape[0], self.num_output_channels - logits.shape[1], *logits.shape[2:]),
+                              -30.0)
+        return torch.cat((logits, pad), 1)  # below the zero background channel: never the argmax
 
 
 def _scatter_labels(logits: torch.Tensor, labels: Sequence[int], count: int) -> torch.Tensor:
@@ -261,8 +301,3 @@ def _scatter_labels(logits: torch.Tensor, labels: Sequence[int], count: int) -> 
 
 def _with_background(logits: torch.Tensor) -> torch.Tensor:
     return torch.cat((torch.zeros_like(logits[:, :1]), logits), 1)
-
-
-def global_tasks(task_label_counts: Sequence[Tuple[str, Sequence[str]]]) -> List[Tuple[str, str]]:
-    """The global task vocabulary: one (registry task, foreground label) pair per label, in registry order."""
-    return [(task, label) for task, labels in task_label_counts for label in labels]

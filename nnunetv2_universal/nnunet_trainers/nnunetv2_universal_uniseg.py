@@ -18,4 +18,5 @@ from nnunetv2_universal.training.variants.m4oe_variants import (  # noqa: F401
     M4oETrainerEncoderOnly, M4oETrainerNoGate, M4oETrainerNoMoE)
 from nnunetv2_universal.training.hermes_trainer import HermesTrainer  # noqa: F401
 from nnunetv2_universal.training.variants.hermes_variants import (  # noqa: F401
-    HermesTrainer_test, HermesTrainerNewTasksOnly, HermesTrainerUnmaskedNull)
+    HermesTrainer_test, HermesTrainerAdamW, HermesTrainerNewTasksOnly, HermesTrainerNoDeepSupervision,
+    HermesTrainerNoEMA, HermesTrainerUniformSampling, HermesTrainerUnmaskedNull)

@@ -13,3 +13,13 @@ def wrap_in_augmenters(dl_tr, dl_val, device):
     pin = device.type == "cuda"
     return (NonDetMultiThreadedAugmenter(dl_tr, None, n_proc, max(6, n_proc // 2), None, pin, 0.002),
             NonDetMultiThreadedAugmenter(dl_val, None, max(1, n_proc // 2), max(3, n_proc // 4), None, pin, 0.002))
+
+
+class NoMirroring:
+    """Trainer mixin: no mirroring augmentation and no mirroring test-time augmentation (left/right structures;
+    short CPU schedules, where it also makes inference 8x cheaper)."""
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        rotation, dummy_2d, initial_patch_size, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        self.inference_allowed_mirroring_axes = None
+        return rotation, dummy_2d, initial_patch_size, None

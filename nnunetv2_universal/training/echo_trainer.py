@@ -33,7 +33,6 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast, nn
 from torch import distributed as dist
-from torch._dynamo import OptimizedModule
 
 from nnunetv2_universal.echo.metadata import EchoMetadata
 from nnunetv2_universal.echo.query_encoder import QueryCache, load_sam_query_encoder, sam_input
@@ -128,10 +127,6 @@ class EchoPromptTrainer(ConditionSensitivityLogging, SafeCheckpoints, nnUNetTrai
 
     def set_deep_supervision_enabled(self, enabled: bool):
         pass  # the dynamic heads exist at full resolution only
-
-    def _plain_network(self) -> nn.Module:
-        mod = self.network.module if self.is_ddp else self.network
-        return mod._orig_mod if isinstance(mod, OptimizedModule) else mod
 
     def _do_i_compile(self):
         return os.environ.get("nnUNet_compile", "f").lower() in ("t", "true", "1") and super()._do_i_compile()

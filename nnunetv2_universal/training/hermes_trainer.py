@@ -1,15 +1,19 @@
-"""HermesTrainer: context-prior learning on a collection (same plans as UniSeg; the network is swapped).
+"""HermesTrainer: context-prior learning on a collection (plan with `-pl hermes` for the reference network; on
+UniSeg plans the network is built on nnU-Net's residual encoder).
 
-Global tasks are the registry's (task, foreground label) pairs in registry order. Each batch is one dataset
-(the collection's task-balanced loader): its global task ids plus one null token, and its modality id (channel 0's
-name in `modality_vocabulary`, otherwise -1 = "unknown", e.g. MR of unknown sequence). Loss per deep-supervision
-level (nnU-Net's weights): BCE + adaptive Tversky (alpha = clamp(FP / (FP + FN), 0.2, 0.8)) averaged over the
-valid (sample, task) pairs, null columns masked; plus 0.01 x cross-entropy of the modality classifier (ignoring
-unknown modalities). Optimiser: AdamW lr 2e-3, weight decay 1e-5 (the reference's LAMB needs apex), nnU-Net's
-poly schedule; no mirroring (many tasks are left/right).
+Global tasks are the registry's structures: one per (task, foreground label), except labels that share a structure
+key (AMOS CT and MR, CHAOS T1 and T2) share one. Each batch is one dataset (the collection's loader; datasets drawn
+in proportion to their size as the reference's sampler, `dataset_sampling = "uniform"` as a switch): its global task
+ids plus one null token, and its modality id (the task's main modality, PET for PET/CT, in `modality_vocabulary`,
+otherwise -1 = "unknown", e.g. MR of unknown sequence). Loss per deep-supervision level (nnU-Net's weights): BCE +
+adaptive Tversky (alpha = clamp(FP / (FP + FN), 0.2, 0.8)) averaged over the valid (sample, task) pairs, null
+columns masked; plus 0.01 x cross-entropy of the modality classifier (ignoring unknown modalities). Optimiser as
+the reference: LAMB (timm) lr 2e-3, weight decay 1e-5, 5-epoch exponential warm-up then poly; an EMA (0.99) of the
+weights is validated and saved. No mirroring in training or test-time augmentation (left and right organs).
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import numpy as np
@@ -18,9 +22,14 @@ import torch.nn.functional as F
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.helpers import dummy_context
+from timm.optim import Lamb
 from torch import autocast, nn
 
 from nnunetv2_universal.collection.task_plans import TASKS_KEY
+from nnunetv2_universal.inference.stock_predict import apply_task_from_environment
+from nnunetv2_universal.registry import shared_structure_ids
+from nnunetv2_universal.training.augmenters import NoMirroring
+from nnunetv2_universal.training.ema import EMAWeights
 from nnunetv2_universal.training.steps import backward_and_step
 from nnunetv2_universal.training.uniseg_trainer import UniSegTrainer
 
@@ -57,7 +66,28 @@ def hermes_segmentation_loss(logits, labels, task_labels, valid):
     return bce + adaptive_tversky(torch.sigmoid(logits), target, valid)
 
 
-class HermesTrainer(UniSegTrainer):
+class WarmupPolyLRScheduler(PolyLRScheduler):
+    """Per-epoch warm-up then nnU-Net's poly decay over all epochs (the reference's schedule)."""
+
+    def __init__(self, optimizer, initial_lr: float, max_steps: int, warmup_steps: int = 5,
+                 shape: str = "exponential"):
+        if shape not in ("exponential", "linear"):
+            raise ValueError(f"warm-up shape must be 'exponential' or 'linear', got {shape!r}")
+        self.warmup_steps, self.shape = warmup_steps, shape
+        super().__init__(optimizer, initial_lr, max_steps)
+
+    def step(self, current_step=None):
+        super().step(current_step)
+        step = self.ctr - 1 if current_step is None or current_step == -1 else current_step
+        if step < self.warmup_steps:
+            fraction = step / self.warmup_steps
+            scale = math.exp(10 * (fraction - 1)) if self.shape == "exponential" else (step + 1) / self.warmup_steps
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.initial_lr * scale
+            self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+
+class HermesTrainer(EMAWeights, NoMirroring, UniSegTrainer):
     """Hermes on a UniSeg collection (-p UniSegPlans / UniSegPlansCPUDemo)."""
 
     network_class_name = HERMES_NETWORK
@@ -69,27 +99,59 @@ class HermesTrainer(UniSegTrainer):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.initial_lr, self.weight_decay = 2e-3, 1e-5
-        counts = [t.num_classes - 1 for t in self.registry]
-        self.task_offsets = np.cumsum([0] + counts[:-1]).tolist()
-        self.task_modality = [modality_id(t.modalities[0], self.modality_vocabulary) for t in self.registry]
+        self.num_epochs, self.num_iterations_per_epoch = 200, 400  # the reference: 200 x 400 (batch 16 on 8 GPUs)
+        self.task_global_ids = self.registry.structure_ids()
+        self.task_modality = [modality_id(t.main_modality, self.modality_vocabulary) for t in self.registry]
 
     @classmethod
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
                                    num_output_channels, enable_deep_supervision: bool = True) -> nn.Module:
         settings = configuration_manager.configuration[TASKS_KEY]
-        counts = [s["num_classes"] - 1 for s in settings.values()]
-        modalities = [modality_id(s.get("modalities", ["?"])[0], cls.modality_vocabulary) for s in settings.values()]
+        global_ids = shared_structure_ids([s.get("structures") or [f"{name}/{label}" for label in
+                                                                   range(1, s["num_classes"])]
+                                           for name, s in settings.items()])
+        modalities = [modality_id(s.get("main_modality", s.get("modalities", ["?"])[0]), cls.modality_vocabulary)
+                      for s in settings.values()]
         kwargs = dict(configuration_manager.network_arch_init_kwargs)
         kwargs.setdefault("n_blocks_per_stage", kwargs.pop("n_conv_per_stage", 2))
-        kwargs.update(num_global_tasks=sum(counts), task_label_counts=counts, task_modality_ids=modalities,
-                      num_modalities=len(cls.modality_vocabulary), **cls.network_overrides)
-        return get_network_from_plans(HERMES_NETWORK, kwargs, configuration_manager.network_arch_init_kwargs_req_import,
-                                      num_input_channels, num_output_channels, allow_init=True,
-                                      deep_supervision=enable_deep_supervision)
+        kwargs.update(num_global_tasks=1 + max(max(ids) for ids in global_ids), task_global_ids=global_ids,
+                      task_modality_ids=modalities, num_modalities=len(cls.modality_vocabulary),
+                      **cls.network_overrides)
+        network = get_network_from_plans(HERMES_NETWORK, kwargs,
+                                         configuration_manager.network_arch_init_kwargs_req_import,
+                                         num_input_channels, num_output_channels, allow_init=True,
+                                         deep_supervision=enable_deep_supervision)
+        if not enable_deep_supervision:  # nnU-Net's predictor: honour $nnUNet_universal_task (stock nnUNetv2_predict)
+            apply_task_from_environment(network, plans_manager, configuration_manager)
+        return network
+
+    optimizer_name = "lamb"  # the reference (apex FusedLAMB; timm's Lamb here); "adamw" is a switch
+    warmup_epochs = 5
+    warmup_shape = "exponential"  # the reference: lr * exp(10 (epoch / 5 - 1)); "linear" is a switch
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
-        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+        params = [p for p in self.network.parameters() if p.requires_grad]
+        if self.optimizer_name == "lamb":
+            optimizer = Lamb(params, lr=self.initial_lr, betas=(0.9, 0.999), eps=1e-5, weight_decay=self.weight_decay)
+        elif self.optimizer_name == "adamw":
+            optimizer = torch.optim.AdamW(params, lr=self.initial_lr, weight_decay=self.weight_decay)
+        else:
+            raise ValueError(f"optimizer_name must be 'lamb' or 'adamw', got {self.optimizer_name!r}")
+        return optimizer, WarmupPolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, self.warmup_epochs,
+                                                self.warmup_shape)
+
+    dataset_sampling = "size"  # the reference: tasks drawn by summed case weights; "uniform": UniSeg's rounds
+
+    def task_sampling_weights(self, training_cases):
+        if self.dataset_sampling == "uniform":
+            return None
+        if self.dataset_sampling != "size":
+            raise ValueError(f"dataset_sampling must be 'size' or 'uniform', got {self.dataset_sampling!r}")
+        weights: dict = {}
+        for case in training_cases:
+            task = self.registry.task_of_case(case)
+            weights[task] = weights.get(task, 0.0) + self.registry.task(task).sampling_weight
+        return weights
 
     def _build_loss(self):
         return None  # compute_loss below
@@ -101,7 +163,7 @@ class HermesTrainer(UniSegTrainer):
         count = self.registry.num_classes(task) - 1
         b = len(keys)
         ids = torch.full((b, count + 1), -1, dtype=torch.long, device=self.device)
-        ids[:, :count] = torch.arange(self.task_offsets[task], self.task_offsets[task] + count, device=self.device)
+        ids[:, :count] = torch.tensor(self.task_global_ids[task], device=self.device)
         labels = torch.arange(1, count + 2, device=self.device)
         labels[-1] = -1  # the null column matches nothing
         valid = (ids >= 0).float()

@@ -1,4 +1,5 @@
-"""The optimisation step every trainer here shares with nnU-Net: (scaled) backward, gradient-norm clip 12, step."""
+"""The optimisation step every trainer here shares with nnU-Net: (scaled) backward, gradient-norm clip 12, step,
+then the trainer's `on_optimizer_step` hook if it has one."""
 from __future__ import annotations
 
 import torch
@@ -16,3 +17,5 @@ def backward_and_step(trainer, loss: torch.Tensor) -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainer.network.parameters(), 12)
         trainer.optimizer.step()
+    if hasattr(trainer, "on_optimizer_step"):  # e.g. the EMA of the weights
+        trainer.on_optimizer_step()

@@ -4,7 +4,7 @@ SGD 0.01 nesterov 0.99, DC+CE with deep supervision, 1000 epochs)."""
 from __future__ import annotations
 
 import os
-from typing import List
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -20,10 +20,11 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast, nn
 from torch import distributed as dist
-from torch._dynamo import OptimizedModule
 
 from nnunetv2_universal.collection.sampling import TaskBalancedDataLoader
+from nnunetv2_universal.collection.task_plans import TASKS_KEY
 from nnunetv2_universal.inference.predictor import UniversalPredictor
+from nnunetv2_universal.networks.blocks import keep_unused_stems_still
 from nnunetv2_universal.inference.stock_predict import apply_task_from_environment
 from nnunetv2_universal.registry import TaskRegistry
 from nnunetv2_universal.training.augmenters import wrap_in_augmenters
@@ -97,13 +98,14 @@ class UniSegTrainer(ConditionSensitivityLogging, SafeCheckpoints, nnUNetTrainer)
             apply_task_from_environment(network, plans_manager, configuration_manager)
         return network
 
+    def initialize(self):
+        super().initialize()
+        # stems of channel counts absent from a step stay bit-identical (no momentum / weight-decay drift)
+        keep_unused_stems_still(self.optimizer, self._plain_network())
+
     def _do_i_compile(self):
         # Task and stem dispatch re-specialise compiled graphs; compile only when explicitly asked for.
         return os.environ.get("nnUNet_compile", "f").lower() in ("t", "true", "1") and super()._do_i_compile()
-
-    def _plain_network(self) -> nn.Module:
-        mod = self.network.module if self.is_ddp else self.network
-        return mod._orig_mod if isinstance(mod, OptimizedModule) else mod
 
     supervise_lowest_head = False  # the paper (nnU-Net): the lowest-resolution head has deep-supervision weight 0
 
@@ -139,6 +141,10 @@ class UniSegTrainer(ConditionSensitivityLogging, SafeCheckpoints, nnUNetTrainer)
         return task
 
     # ---- data
+    def task_sampling_weights(self, training_cases) -> Optional[Dict[int, float]]:
+        """None: task-balanced rounds (the paper); trainers that sample tasks by weight return {task: weight}."""
+        return None
+
     def get_dataloaders(self):
         if self.dataset_class is None:
             from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
@@ -149,16 +155,24 @@ class UniSegTrainer(ConditionSensitivityLogging, SafeCheckpoints, nnUNetTrainer)
             self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
         common = dict(is_cascaded=False, foreground_labels=self.label_manager.foreground_labels, regions=None,
                       ignore_label=None)
-        tr_transforms = self.get_training_transforms(patch_size, rotation, ds_scales, mirror_axes, dummy_2d,
-                                                     use_mask_for_norm=self.configuration_manager.use_mask_for_norm,
-                                                     **common)
+        # augmentation masks the outside of the nonzero region in the channels that were normalised inside it:
+        # each task's own flags (the configuration's are the first member's)
+        settings = self.configuration_manager.configuration.get(TASKS_KEY, {})
+        task_masks = {t: tuple(settings.get(name, {}).get("use_mask_for_norm",
+                                                          self.configuration_manager.use_mask_for_norm))
+                      for t, name in enumerate(self.registry.names)}
+        by_mask = {m: self.get_training_transforms(patch_size, rotation, ds_scales, mirror_axes, dummy_2d,
+                                                   use_mask_for_norm=list(m), **common)
+                   for m in sorted(set(task_masks.values()))}
+        tr_transforms = {t: by_mask[m] for t, m in task_masks.items()}
         val_transforms = self.get_validation_transforms(ds_scales, **common)
         dataset_tr, dataset_val = self.get_tr_and_val_datasets()
         case_tasks = {k: self.registry.task_of_case(k) for k in self.registry.cases}
         loader_kwargs = dict(label_manager=self.label_manager, oversample_foreground_percent=
                              self.oversample_foreground_percent, probabilistic_oversampling=
                              self.probabilistic_oversampling, case_tasks=case_tasks,
-                             batches_per_task=self.batches_per_task_per_epoch, rank=self.local_rank)
+                             batches_per_task=self.batches_per_task_per_epoch, rank=self.local_rank,
+                             task_weights=self.task_sampling_weights(dataset_tr.identifiers))
         dl_tr = TaskBalancedDataLoader(dataset_tr, self.batch_size, initial_patch_size, patch_size,
                                        transforms=tr_transforms, **loader_kwargs)
         dl_val = TaskBalancedDataLoader(dataset_val, self.batch_size, patch_size, patch_size,

@@ -6,20 +6,12 @@ import time
 
 import torch
 
+from nnunetv2_universal.training.augmenters import NoMirroring as _NoMirroring
 from nnunetv2_universal.training.finetune_trainer import UniSegFinetuneTrainer
 from nnunetv2_universal.training.uniseg_trainer import UniSegTrainer
 from nnunetv2_universal.training.variants.uniseg_ablations import UniSegTrainerDecoderFiLM
 
 PAUSE_FILE_ENV = "nnUNet_universal_test_pause_file"
-
-
-class _NoMirroring:
-    """Mixin: no mirroring augmentation and no mirroring test-time augmentation (8x cheaper inference)."""
-
-    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
-        rotation, dummy_2d, initial_patch_size, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        self.inference_allowed_mirroring_axes = None
-        return rotation, dummy_2d, initial_patch_size, None
 
 
 class _ShortSchedule:
@@ -37,6 +29,8 @@ class _ShortSchedule:
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = 2
+        if hasattr(self, "registry"):  # collection trainers: one batch per task (whatever the trainer's own length)
+            self.num_iterations_per_epoch = self.batches_per_task_per_epoch * len(self.registry)
         self.save_every = 1
         self.num_val_iterations_per_epoch = 1
         self._steps_this_epoch = 0
@@ -70,6 +64,7 @@ class _DemoSchedule:
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = 50
+        self.num_iterations_per_epoch = self.batches_per_task_per_epoch * len(self.registry)
         self.num_val_iterations_per_epoch = 3
         self.initial_lr *= 2
         self.save_every = 10
