@@ -20,8 +20,9 @@ venv: $(BIN)/.installed
 demo: venv
 	$(BIN)/nnUNetv2_universal_demo
 
+# Two workers (2 cores): tests sharing a session workspace stay in one worker (tests/conftest.py).
 test: venv
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
 
 bench: venv
 	$(BIN)/python benchmarks/method_overheads.py --out benchmarks/method_overheads_cpu.json

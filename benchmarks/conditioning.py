@@ -71,7 +71,8 @@ def train_and_track(trainer_name: str, seed: int, out_file: str) -> None:
         from nnunetv2_universal.training.variants.short_schedules import _DemoSchedule, _NoMirroring
         base = recursive_find_python_class(TRAINER_FOLDER, trainer_name[:-len(DEMO_SUFFIX)],
                                            "nnunetv2_universal.nnunet_trainers")
-        cls = None if base is None else type(trainer_name, (_NoMirroring, _DemoSchedule, base), {})
+        mixins = (_DemoSchedule,) if base is None or issubclass(base, _NoMirroring) else (_NoMirroring, _DemoSchedule)
+        cls = None if base is None else type(trainer_name, (*mixins, base), {})
     if cls is None:
         raise SystemExit(f"trainer {trainer_name} not found")
     from nnunetv2_universal.demo.held_out import HeldOut

@@ -24,6 +24,7 @@ from typing import Dict, List, Tuple
 
 from batchgenerators.utilities.file_and_folder_operations import join
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.dataset_conversion.toolkit import (all_or_nothing, Case, case_number, ConversionError,
                                                            convert_cases, converter_parser, numbered_files,
                                                            paired_cases, raw_root, seeded_split, task_entry)
@@ -101,6 +102,7 @@ def convert_amos22(source: str, num_processes: int = 1, overwrite: bool = False,
     return written
 
 
+@console_command
 def main(argv=None) -> None:
     parser = converter_parser("Convert AMOS22 into nnU-Net raw Dataset641_AMOS22CT and Dataset642_AMOS22MR.",
                               DEFAULT_IDS["ct"])

@@ -18,6 +18,7 @@ import re
 
 from batchgenerators.utilities.file_and_folder_operations import join
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.dataset_conversion.toolkit import (ConversionError, case_number, converter_parser,
                                                            convert_cases, numbered_files, paired_cases, raw_root,
                                                            require_nonempty, seeded_split, task_entry)
@@ -65,6 +66,7 @@ def convert_atlas23(source: str, dataset_id: int = DEFAULT_ID, num_processes: in
                          overwrite, reference=REFERENCE, splits=splits, channels=CHANNELS)
 
 
+@console_command
 def main(argv=None) -> None:
     parser = converter_parser(f"Convert ATLAS 2023 (liver + tumour MRI) into nnU-Net raw Dataset{DEFAULT_ID}_{NAME}.",
                               DEFAULT_ID)

@@ -19,6 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 from batchgenerators.utilities.file_and_folder_operations import join
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.dataset_conversion.toolkit import (check_geometry, converter_parser, dataset_name,
                                                            finish_dataset, grouped_folds, listdir_visible, raw_root,
                                                            read_3d, reject_options, remap_labels, require_nonempty,
@@ -78,6 +79,7 @@ def convert_autopet(source: str, dataset_id: int = DEFAULT_ID, num_processes: in
     return name
 
 
+@console_command
 def main(argv=None) -> None:
     parser = converter_parser("Convert AutoPET (PETCT_<patient>/<study>/{CTres,SUV,SEG}.nii.gz) into nnU-Net raw "
                               f"Dataset{DEFAULT_ID}_{NAME} (CT + PET, lesion studies only by default).", DEFAULT_ID)

@@ -20,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 from batchgenerators.utilities.file_and_folder_operations import join
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.dataset_conversion.toolkit import (ConversionError, check_geometry, converter_parser,
                                                            finish_dataset, listdir_visible, raw_root, read_3d,
                                                            run_cases, staged_dataset, task_entry, with_geometry,
@@ -79,6 +80,7 @@ def convert_brain_structure(source: str, dataset_id: int = DEFAULT_ID, num_proce
     return f"Dataset{int(dataset_id):03d}_{NAME}"
 
 
+@console_command
 def main(argv=None) -> None:
     parser = converter_parser(f"Convert the brain-structure set into nnU-Net raw Dataset{DEFAULT_ID}_{NAME}.",
                               DEFAULT_ID)

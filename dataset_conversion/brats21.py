@@ -15,6 +15,7 @@ from typing import List, Tuple
 
 from batchgenerators.utilities.file_and_folder_operations import join
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.dataset_conversion.toolkit import (ConversionError, check_geometry, converter_parser,
                                                            dataset_name, finish_dataset, listdir_visible, raw_root,
                                                            read_3d, reject_options, remap_labels, require_nonempty,
@@ -68,6 +69,7 @@ def convert_brats21(source: str, dataset_id: int = DEFAULT_ID, num_processes: in
     return name
 
 
+@console_command
 def main(argv=None) -> None:
     args = converter_parser("Convert BraTS 2021 (BraTS2021_Training_Data/BraTS2021_XXXXX/...) into nnU-Net raw "
                             f"Dataset{DEFAULT_ID}_{NAME} with UniSeg's labels.", DEFAULT_ID).parse_args(argv)

@@ -30,6 +30,7 @@ from typing import List, Sequence, Tuple
 
 from batchgenerators.utilities.file_and_folder_operations import join
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.dataset_conversion.msd import Case, case_number, convert_cases, reject_options
 from nnunetv2_universal.dataset_conversion.toolkit import (ConversionError, converter_parser, numbered_files,
                                                            raw_root, require_nonempty, seeded_split, task_entry)
@@ -114,6 +115,7 @@ def convert_btcv(source: str, dataset_id: int = DEFAULT_ID, num_processes: int =
                          overwrite, reference=REFERENCE, splits=splits, test_cases=test_cases)
 
 
+@console_command
 def main(argv=None) -> None:
     parser = converter_parser("Convert BTCV (RawData/Training/{img,label}, RawData/Testing/img) into nnU-Net raw "
                               f"Dataset{DEFAULT_ID}_{NAME} with UniSeg's fixed split.", DEFAULT_ID)

@@ -46,6 +46,7 @@ import numpy as np
 import SimpleITK as sitk
 from batchgenerators.utilities.file_and_folder_operations import join
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.dataset_conversion.echo_toolkit import (CAVITY_AND_WALL, build_clip, case_metadata,
                                                                 finish_echo_dataset, sample_indices, write_clip)
 from nnunetv2_universal.dataset_conversion.toolkit import (ConversionError, converter_parser, dataset_name,
@@ -209,6 +210,7 @@ def convert_camus(source: str, dataset_id: int = DEFAULT_ID, num_processes: int 
     return folder_name
 
 
+@console_command
 def main(argv: Optional[list] = None) -> None:
     parser = converter_parser(f"Convert CAMUS (NIfTI CAMUS_public or the 2019 MHD release) into 16-frame echo clips "
                               f"(Dataset{DEFAULT_ID}_{NAME}).", DEFAULT_ID)

@@ -28,6 +28,7 @@ import numpy as np
 import SimpleITK as sitk
 from batchgenerators.utilities.file_and_folder_operations import join
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.dataset_conversion.toolkit import (all_or_nothing, check_image, ConversionError,
                                                            converter_parser, finish_dataset, grouped_folds,
                                                            listdir_visible, raw_root, run_cases, staged_dataset,
@@ -129,6 +130,7 @@ def convert_chaos(source: str, num_processes: int = 1, overwrite: bool = False,
     return written
 
 
+@console_command
 def main(argv=None) -> None:
     parser = converter_parser("Convert CHAOS MR (T1-DUAL in/out phase, T2-SPIR; DICOM + PNG) into nnU-Net raw "
                               "Dataset653_CHAOST1 and Dataset654_CHAOST2.", DEFAULT_IDS["T1"])

@@ -30,6 +30,7 @@ from typing import Dict, List, Optional
 
 from batchgenerators.utilities.file_and_folder_operations import join
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.dataset_conversion.echo_toolkit import (Polygon, convert_traced_video, finish_echo_dataset,
                                                                 parse_frame, parse_number, read_csv, report_skipped,
                                                                 video_stem)
@@ -107,6 +108,7 @@ def convert_echonet_dynamic(source: str, dataset_id: int = DEFAULT_ID, num_proce
     return folder_name
 
 
+@console_command
 def main(argv: Optional[list] = None) -> None:
     parser = converter_parser(f"Convert EchoNet-Dynamic (FileList.csv, VolumeTracings.csv, Videos/) into 16-frame "
                               f"echo clips (Dataset{DEFAULT_ID}_{NAME}).", DEFAULT_ID)

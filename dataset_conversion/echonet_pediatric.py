@@ -31,6 +31,7 @@ from typing import Dict, List, Optional, Tuple
 
 from batchgenerators.utilities.file_and_folder_operations import join
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.dataset_conversion.echo_toolkit import (Polygon, convert_traced_video, finish_echo_dataset,
                                                                 parse_frame, parse_number, read_csv, report_skipped,
                                                                 video_stem)
@@ -133,6 +134,7 @@ def convert_echonet_pediatric(source: str, dataset_id: int = DEFAULT_ID, num_pro
     return folder_name
 
 
+@console_command
 def main(argv: Optional[list] = None) -> None:
     parser = converter_parser(f"Convert EchoNet-Pediatric (A4C/ and PSAX/ with FileList.csv, VolumeTracings.csv, "
                               f"Videos/) into 16-frame echo clips (Dataset{DEFAULT_ID}_{NAME}).", DEFAULT_ID)

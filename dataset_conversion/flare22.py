@@ -24,6 +24,7 @@ from typing import List, Optional
 import SimpleITK as sitk
 from batchgenerators.utilities.file_and_folder_operations import join
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.dataset_conversion.toolkit import (Case, ConversionError, case_number, converter_parser,
                                                            convert_cases, listdir_visible, numbered_files,
                                                            paired_cases, raw_root, require_nonempty, seeded_split,
@@ -88,6 +89,7 @@ def convert_flare22(source: str, dataset_id: int = DEFAULT_ID, num_processes: in
                          DESCRIPTION, num_processes, overwrite, reference=REFERENCE, splits=splits)
 
 
+@console_command
 def main(argv=None) -> None:
     parser = converter_parser(f"Convert FLARE22's labelled set into nnU-Net raw Dataset{DEFAULT_ID}_{NAME}.",
                               DEFAULT_ID)

@@ -39,6 +39,7 @@ from typing import List, Sequence, Tuple
 
 from batchgenerators.utilities.file_and_folder_operations import join
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.dataset_conversion.msd import UNISEG_SPACING, Case, case_number, convert_cases, reject_options
 from nnunetv2_universal.dataset_conversion.toolkit import (ConversionError, converter_parser, listdir_visible,
                                                            raw_root, require_nonempty, seeded_split, task_entry)
@@ -113,6 +114,7 @@ def convert_kits19(source: str, dataset_id: int = DEFAULT_ID, num_processes: int
                          reorder_axes=reorder_axes)
 
 
+@console_command
 def main(argv=None) -> None:
     parser = converter_parser("Convert KiTS19 (kits19/data/case_XXXXX/{imaging,segmentation}.nii.gz) into nnU-Net "
                               f"raw Dataset{DEFAULT_ID}_{NAME} with a leak-free seeded 80/20 split.", DEFAULT_ID)

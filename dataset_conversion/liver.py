@@ -41,6 +41,7 @@ from typing import Dict, List
 
 from batchgenerators.utilities.file_and_folder_operations import join
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.dataset_conversion.msd import (MSD_REFERENCE, UNISEG_SPACING, Case, convert_cases,
                                                        find_msd_cases, reject_options)
 from nnunetv2_universal.dataset_conversion.toolkit import (ConversionError, converter_parser, listdir_visible,
@@ -125,6 +126,7 @@ def convert_liver(source: str, dataset_id: int = DEFAULT_ID, num_processes: int 
                          num_processes, overwrite, reference=REFERENCE)
 
 
+@console_command
 def main(argv=None) -> None:
     parser = converter_parser("Convert the LiTS training set ('Training Batch 1/2' with volume-N.nii and "
                               "segmentation-N.nii) or MSD Task03_Liver (imagesTr/labelsTr) into nnU-Net raw "

@@ -25,6 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 from batchgenerators.utilities.file_and_folder_operations import join
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.dataset_conversion.toolkit import (ConversionError, converter_parser, finish_dataset,
                                                            grouped_folds, listdir_visible, raw_root, read_image,
                                                            run_cases, staged_dataset, task_entry)
@@ -123,6 +124,7 @@ def convert_mnms(source: str, dataset_id: int = DEFAULT_ID, num_processes: int =
     return f"Dataset{int(dataset_id):03d}_{NAME}"
 
 
+@console_command
 def main(argv=None) -> None:
     parser = converter_parser(f"Convert M&Ms-1 (OpenDataset) into nnU-Net raw Dataset{DEFAULT_ID}_{NAME}.",
                               DEFAULT_ID)

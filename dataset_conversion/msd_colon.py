@@ -5,6 +5,7 @@ folder or its parent; `._*` files are ignored, imagesTs/ is not converted). Labe
 1 colon cancer primaries. Case ids keep the MSD names (colon_...). CT, UniSeg target spacing [3, 1.5, 1.5]. 126
 training / 64 test volumes; UniSeg task 4 (prefix `colo`). Shared logic and quirks: see msd.py.
 """
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.dataset_conversion.msd import MSDTask, convert_msd, msd_main, reject_options
 
 TASK = MSDTask(folder="Task10_Colon", prefix="colon", default_id=605, name="Colon",
@@ -19,6 +20,7 @@ def convert_colon(source: str, dataset_id: int = DEFAULT_ID, num_processes: int 
     return convert_msd(TASK, source, dataset_id, num_processes, overwrite)
 
 
+@console_command
 def main(argv=None) -> None:
     msd_main(TASK, convert_colon, argv)
 

@@ -6,6 +6,7 @@ files are ignored, imagesTs/ is not converted). Labels kept as they are: 0 backg
 keep the MSD names (hepaticvessel_...). CT, UniSeg target spacing [3, 1.5, 1.5]. 303 training / 140 test volumes;
 UniSeg task 2 (prefix `hepa`). Shared logic and quirks: see msd.py.
 """
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.dataset_conversion.msd import MSDTask, convert_msd, msd_main, reject_options
 
 TASK = MSDTask(folder="Task08_HepaticVessel", prefix="hepaticvessel", default_id=603, name="HepaticVessel",
@@ -20,6 +21,7 @@ def convert_hepatic_vessel(source: str, dataset_id: int = DEFAULT_ID, num_proces
     return convert_msd(TASK, source, dataset_id, num_processes, overwrite)
 
 
+@console_command
 def main(argv=None) -> None:
     msd_main(TASK, convert_hepatic_vessel, argv)
 

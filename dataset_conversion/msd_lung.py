@@ -5,6 +5,7 @@ folder or its parent; `._*` files are ignored, imagesTs/ is not converted). Labe
 1 lung cancer. Case ids keep the MSD names (lung_...). CT, UniSeg target spacing [3, 1.5, 1.5]. 63 training / 32
 test volumes; UniSeg task 5 (prefix `lung`). Shared logic and quirks: see msd.py.
 """
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.dataset_conversion.msd import MSDTask, convert_msd, msd_main, reject_options
 
 TASK = MSDTask(folder="Task06_Lung", prefix="lung", default_id=606, name="Lung",
@@ -19,6 +20,7 @@ def convert_lung(source: str, dataset_id: int = DEFAULT_ID, num_processes: int =
     return convert_msd(TASK, source, dataset_id, num_processes, overwrite)
 
 
+@console_command
 def main(argv=None) -> None:
     msd_main(TASK, convert_lung, argv)
 

@@ -6,6 +6,7 @@ are: 0 background, 1 pancreas, 2 tumour (cancer). Case ids keep the MSD names (p
 spacing [3, 1.5, 1.5]. 281 training / 139 test volumes; UniSeg task 3 (prefix `panc`). FLARE22's labelled images
 overlap this task: do not add both. Shared logic and quirks: see msd.py.
 """
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.dataset_conversion.msd import MSDTask, convert_msd, msd_main, reject_options
 
 TASK = MSDTask(folder="Task07_Pancreas", prefix="pancreas", default_id=604, name="Pancreas",
@@ -20,6 +21,7 @@ def convert_pancreas(source: str, dataset_id: int = DEFAULT_ID, num_processes: i
     return convert_msd(TASK, source, dataset_id, num_processes, overwrite)
 
 
+@console_command
 def main(argv=None) -> None:
     msd_main(TASK, convert_pancreas, argv)
 

@@ -16,6 +16,7 @@ from typing import Dict, List, Tuple
 
 from batchgenerators.utilities.file_and_folder_operations import join
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.dataset_conversion.toolkit import (ConversionError, binarize, check_geometry,
                                                            converter_parser, dataset_name, finish_dataset,
                                                            listdir_visible, raw_root, read_3d, reject_options,
@@ -82,6 +83,7 @@ def convert_prostate(source: str, dataset_id: int = DEFAULT_ID, num_processes: i
     return name
 
 
+@console_command
 def main(argv=None) -> None:
     args = converter_parser("Convert the multi-site prostate data (six site folders) into nnU-Net raw "
                             f"Dataset{DEFAULT_ID}_{NAME}.", DEFAULT_ID).parse_args(argv)

@@ -21,6 +21,7 @@ from typing import Dict, List
 
 from batchgenerators.utilities.file_and_folder_operations import join
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.dataset_conversion.toolkit import (all_or_nothing, case_number, ConversionError, convert_cases,
                                                            converter_parser, listdir_visible, raw_root, seeded_split,
                                                            task_entry)
@@ -81,6 +82,7 @@ def convert_structseg(source: str, tasks: List[str] = None, num_processes: int =
         return [convert_task(source, k, ids[k], num_processes, overwrite) for k in tasks]
 
 
+@console_command
 def main(argv=None) -> None:
     parser = converter_parser("Convert StructSeg 2019 (HaN_OAR, Naso_GTV, Thoracic_OAR) into nnU-Net raw datasets "
                               "650-652.", 650)

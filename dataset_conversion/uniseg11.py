@@ -16,6 +16,7 @@ import os
 from batchgenerators.utilities.file_and_folder_operations import join, load_json
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.collection.build import build_collection
 from nnunetv2_universal.collection.plan_and_preprocess import plan_collection, preprocess_collection
 from nnunetv2_universal.dataset_conversion.toolkit import ConversionError, raw_root
@@ -49,6 +50,7 @@ def build_uniseg11(members=None, collection_id: int = 620, name: str = "UniSeg11
     return collection
 
 
+@console_command
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="Build, plan and preprocess the UniSeg paper's 11-task collection.")
     p.add_argument("-d", nargs=11, default=[str(m[1]) for m in PAPER_MEMBERS],

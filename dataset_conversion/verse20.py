@@ -22,6 +22,7 @@ from typing import List, Tuple
 import SimpleITK as sitk
 from batchgenerators.utilities.file_and_folder_operations import join
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.dataset_conversion.toolkit import (CT_CHANNELS, binarize, check_geometry, converter_parser,
                                                            dataset_name, finish_dataset, grouped_folds,
                                                            listdir_visible, raw_root, read_3d, reject_options,
@@ -98,6 +99,7 @@ def convert_verse20(source: str, dataset_id: int = DEFAULT_ID, num_processes: in
     return name
 
 
+@console_command
 def main(argv=None) -> None:
     parser = converter_parser("Convert VerSe 2020 (dataset-0X*/rawdata + derivatives) into nnU-Net raw "
                               f"Dataset{DEFAULT_ID}_{NAME} (binary vertebrae).", DEFAULT_ID)

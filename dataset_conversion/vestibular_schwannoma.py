@@ -21,6 +21,7 @@ import re
 
 from batchgenerators.utilities.file_and_folder_operations import join
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.dataset_conversion.toolkit import (ConversionError, binarize, check_geometry,
                                                            converter_parser, dataset_name, finish_dataset,
                                                            listdir_visible, raw_root, read_3d, reject_options,
@@ -63,6 +64,7 @@ def convert_vs(source: str, dataset_id: int = DEFAULT_ID, num_processes: int = 1
     return name
 
 
+@console_command
 def main(argv=None) -> None:
     args = converter_parser("Convert Vestibular-Schwannoma-SEG (vs_gk_<N>/vs_gk_t1_refT1.nii.gz + "
                             "vs_gk_seg_refT1.nii.gz) into nnU-Net raw "

@@ -186,8 +186,13 @@ class TaskSpec:
         if any(isinstance(v, (list, tuple)) for v in labels.values()):
             raise RegistryError(f"{dataset_name}: region-based labels are not supported in a collection")
         name = re.sub(r"^Dataset\d+_", "", dataset_name)
-        return cls(name=name, dataset=dataset_name, channels=channels, labels=labels,
-                   description=str(dataset_json.get("description", "")))
+        try:
+            return cls(name=name, dataset=dataset_name, channels=channels, labels=labels,
+                       description=str(dataset_json.get("description", "")))
+        except RegistryError as e:
+            raise RegistryError(f"{dataset_name}/dataset.json has no '{MEMBER_KEY}' entry and the task derived from "
+                                f"it is invalid ({e}); add a '{MEMBER_KEY}' entry with a valid 'name' (and channels, "
+                                f"labels) to that dataset.json") from None
 
 
 class TaskRegistry:

@@ -18,6 +18,16 @@ PLANS = "UniSegPlansCPUDemo"
 ECHO_COLLECTION = "663"
 
 
+def pytest_collection_modifyitems(config, items):
+    """With pytest-xdist (`-n 2 --dist loadgroup`, the Makefile's test command), tests that share a session
+    workspace run in one worker, so each workspace is built once."""
+    for item in items:
+        for fixture in ("collection_workspace", "echo_workspace"):
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(fixture))
+                break
+
+
 def clean_env(root: str) -> dict:
     env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": os.environ.get("HOME", root), "LANG": "C.UTF-8",
            "nnUNet_raw": os.path.join(root, "raw"), "nnUNet_preprocessed": os.path.join(root, "preprocessed"),

@@ -77,7 +77,11 @@ def test_train_resume_predict_evaluate(trained, tmp_path):
     common = ["-d", COLLECTION_ID, "-tr", TRAINER, "-p", PLANS, "-c", "3d_fullres", "-f", "0", "-device", "cpu",
               "-npp", "0", "-nps", "0", "--disable_progress_bar"]
     single = tmp_path / "single"
-    run(["nnUNetv2_universal_predict", "-i", liver_in, "-o", single, "--task", "SynthLiverCT", *common], env)
+    # the default device is cuda: without a GPU (hidden here) the plugin predicts on the CPU with a one-line notice
+    no_device = [c for c in common if c not in ("-device", "cpu")]
+    proc = run(["nnUNetv2_universal_predict", "-i", liver_in, "-o", single, "--task", "SynthLiverCT", *no_device], env,
+               {"CUDA_VISIBLE_DEVICES": ""})
+    assert "No CUDA device available: predicting on the CPU" in proc.stderr
     # (stock nnUNetv2_predict with $nnUNet_universal_task: test_stock_predict_every_trainer.py, every trainer)
     kidney = tmp_path / "kidney"
     run(["nnUNetv2_universal_predict", "-i", liver_in, "-o", kidney, "--task", "SynthKidneyCT", *common], env)
@@ -104,9 +108,14 @@ def test_train_resume_predict_evaluate(trained, tmp_path):
     assert labels["SynthLiverCT:lesion"] == 2 and labels["SynthKidneyCT:kidney"] == 3
     pet_case = [f for f in os.listdir(merged_dir) if f.startswith("synthpetct")][0]
     assert set(np.unique(_read(str(merged_dir / pet_case)))) <= {0, labels["SynthPETCT:lesion"]}
+    # per-task evaluation of the merged output: split back to task-local labels, nnU-Net's evaluator
+    gt = os.path.join(raw, members["SynthLiverCT"], "labelsTs")
+    run(["nnUNetv2_universal_evaluate_all_tasks", "-pred", merged_dir, "-ref", gt, "--task", "SynthLiverCT"], env)
+    split = merged_dir / "SynthLiverCT"
+    np.testing.assert_array_equal(_read(str(split / case)), np.where(one_by_one == 3, 0, one_by_one))
+    assert set(json.load(open(split / "summary.json"))["mean"]) == {"1", "2"}
 
     # nnU-Net's evaluator on the task-local output (the predictor writes the task's dataset.json next to it)
-    gt = os.path.join(raw, members["SynthLiverCT"], "labelsTs")
     run(["nnUNetv2_evaluate_folder", gt, single, "-djfile", single / "dataset.json", "-pfile", single / "plans.json",
          "-np", "1"], env)
     result = json.load(open(single / "summary.json"))

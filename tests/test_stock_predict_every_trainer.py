@@ -49,30 +49,38 @@ def _write_model_folder(trainer_name: str, env: dict, monkeypatch) -> str:
     return trainer.output_folder_base
 
 
-@pytest.mark.parametrize("trainer_name", COLLECTION_TRAINERS + ["EchoPromptTrainer_test"])
-def test_stock_nnunet_predict_with_the_task_variable(trainer_name, request, tmp_path, monkeypatch):
-    if trainer_name.startswith("Echo"):  # view-agnostic: no view id needed; the variable changes nothing
-        workspace = request.getfixturevalue("echo_workspace")
-        env, images = workspace["env"], join(workspace["raw"], "imagesTs")
-        common = ["-d", workspace["collection"], "-c", "3d_fullres", "-tr", trainer_name, "-p", "EchoPlansTest",
-                  "-f", "0", "-device", "cpu", "--disable_tta"]
-        run(["nnUNetv2_predict", "-i", images, "-o", tmp_path / "with", *common], env,
-            {"nnUNet_universal_task": workspace["view"]})
-        run(["nnUNetv2_predict", "-i", images, "-o", tmp_path / "without", *common], env)
-        predictions = sorted(f for f in os.listdir(tmp_path / "without") if f.endswith(".nii.gz"))
-        assert len(predictions) == 4
-        for f in predictions:
-            seg = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "without" / f)))
-            assert seg.shape == (16, 32, 32) and set(np.unique(seg)) <= {0, 1, 2}
-            assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "with" / f))), seg)
-        return
-    workspace = request.getfixturevalue("collection_workspace")
-    env = workspace["env"]
+def test_stock_nnunet_predict_echo_needs_no_view(echo_workspace, tmp_path):
+    """The echo model is view-agnostic: no view id is needed, and the variable changes nothing."""
+    env, images = echo_workspace["env"], join(echo_workspace["raw"], "imagesTs")
+    common = ["-d", echo_workspace["collection"], "-c", "3d_fullres", "-tr", "EchoPromptTrainer_test", "-p",
+              "EchoPlansTest", "-f", "0", "-device", "cpu", "--disable_tta"]
+    run(["nnUNetv2_predict", "-i", images, "-o", tmp_path / "with", *common], env,
+        {"nnUNet_universal_task": echo_workspace["view"]})
+    run(["nnUNetv2_predict", "-i", images, "-o", tmp_path / "without", *common], env)
+    predictions = sorted(f for f in os.listdir(tmp_path / "without") if f.endswith(".nii.gz"))
+    assert len(predictions) == 4
+    for f in predictions:
+        seg = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "without" / f)))
+        assert seg.shape == (16, 32, 32) and set(np.unique(seg)) <= {0, 1, 2}
+        assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "with" / f))), seg)
+
+
+@pytest.mark.parametrize("trainer_name", COLLECTION_TRAINERS)
+def test_stock_nnunet_predict_with_the_task_variable(trainer_name, collection_workspace, tmp_path, monkeypatch):
+    env = collection_workspace["env"]
     model = _write_model_folder(trainer_name, env, monkeypatch)
     images = join(env["nnUNet_raw"], "Dataset502_SynthKidneyCT", "imagesTs")
     stock = tmp_path / "stock"
     run(["nnUNetv2_predict", "-i", images, "-o", stock, "-d", COLLECTION_ID, "-c", "3d_fullres", "-tr", trainer_name,
          "-p", PLANS, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1"], env, {"nnUNet_universal_task": TASK})
+
+    if trainer_name == "UniSegTrainer":  # without the variable: one message naming it and every task, any channels
+        petct = join(env["nnUNet_raw"], "Dataset503_SynthPETCT", "imagesTs")
+        with pytest.raises(AssertionError) as error:
+            run(["nnUNetv2_predict", "-i", petct, "-o", tmp_path / "no_task", "-d", COLLECTION_ID, "-c", "3d_fullres",
+                 "-tr", trainer_name, "-p", PLANS, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1"], env)
+        assert "needs nnUNet_universal_task=<task>" in str(error.value) and "SynthPETCT (2 channel(s): CT, PET)" in \
+            str(error.value) and "IndexError" not in str(error.value)
 
     from nnunetv2_universal.inference.predictor import UniversalPredictor
     predictor = UniversalPredictor(device=torch.device("cpu"), allow_tqdm=False)

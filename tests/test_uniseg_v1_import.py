@@ -32,7 +32,7 @@ def _reference_rows():
     """Rows of the notes' table when the notes are next to the repository (they are not in a clean clone)."""
     if not os.path.isfile(REFERENCE_NOTES):
         return None
-    text = open(REFERENCE_NOTES).read()
+    text = open(REFERENCE_NOTES, encoding="utf-8").read()
     rows = re.findall(r"^\| (\d+) \| [^|]+ \| [^|]+ \| ([^|]+) \| ([^|]+) \| ([\d., ]+) \|", text, re.M)
     return [([c.split()[1] for c in channels.split(",")], len(re.findall(r"\d+ \(?[a-z]", labels)),
              tuple(float(v) for v in spacing.split(","))) for _, channels, labels, spacing in rows]
@@ -155,6 +155,6 @@ def test_a_checkpoint_that_is_not_the_release_is_refused(imported, tmp_path, wha
     torch.save({"state_dict": sd}, model_file)
     import subprocess
     proc = subprocess.run([os.path.join(BIN, "nnUNetv2_universal_import_uniseg_v1"), "-i", str(model_file), "-d",
-                           "621"], env=imported["env"], capture_output=True, text=True)
+                           "621"], env=imported["env"], capture_output=True, encoding="utf-8", errors="replace")
     assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not any(d.startswith("Dataset621") for d in os.listdir(imported["env"]["nnUNet_results"]))

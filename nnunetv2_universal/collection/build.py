@@ -19,7 +19,8 @@ from nnunetv2.paths import nnUNet_raw
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
-from nnunetv2_universal.registry import COLLECTION_KEY, TaskRegistry, TaskSpec
+from nnunetv2_universal.cli import console_command
+from nnunetv2_universal.registry import COLLECTION_KEY, MEMBER_KEY, TaskRegistry, TaskSpec
 
 CASE_SEPARATOR = "__"
 
@@ -61,6 +62,7 @@ def build_collection(members: Sequence[Union[int, str]], collection_id: int, nam
         files = get_filenames_of_train_images_and_targets(join(raw, member_name), member_json)
         if not files:
             raise ValueError(f"{member_name} has no training cases")
+        check_member(member_name, member_json, task, files)
         member_cases = {collection_case_id(task.name, k): k for k in sorted(files)}
         cases.update({cid: task.name for cid in member_cases})
         member_table[task.name] = {"dataset": member_name, "cases": member_cases}
@@ -84,6 +86,27 @@ def build_collection(members: Sequence[Union[int, str]], collection_id: int, nam
         if os.path.isdir(staging):
             shutil.rmtree(staging)
     return target_name
+
+
+def check_member(member_name: str, member_json: Mapping, task: TaskSpec, files: Mapping[str, dict]) -> None:
+    """The member's task entry agrees with its dataset: channel count (dataset.json and the files of every case)
+    and labels. A task without an entry, derived from the dataset, is said in one line."""
+    where = f"{member_name}/dataset.json"
+    channels = member_json.get("channel_names", member_json.get("modality", {}))
+    if task.num_channels != len(channels):
+        raise ValueError(f"{where}: its universal_task entry has {task.num_channels} channel(s) "
+                         f"({', '.join(task.modalities)}) but channel_names has {len(channels)} "
+                         f"({', '.join(channels.values())}); make the entry's 'channels' match channel_names")
+    for case, entry in files.items():
+        if len(entry["images"]) != task.num_channels:
+            raise ValueError(f"{member_name}: case {case} has {len(entry['images'])} image file(s), the task "
+                             f"{task.num_channels} channel(s) ({', '.join(task.modalities)})")
+    labels = {str(k): v for k, v in member_json.get("labels", {}).items()}
+    if labels and sorted(labels.values(), key=str) != sorted(task.labels.values(), key=str):
+        raise ValueError(f"{where}: labels {labels} differ from its universal_task entry's {task.labels}")
+    if MEMBER_KEY not in member_json:
+        print(f"{member_name}: no '{MEMBER_KEY}' entry; task '{task.name}' derived from its name, channel_names and "
+              f"labels (add a '{MEMBER_KEY}' entry to its dataset.json, or pass --tasks FILE, to change it)")
 
 
 def collection_dataset_json(registry: TaskRegistry, name: str, file_ending: str,
@@ -114,6 +137,7 @@ def load_collection_dataset_json(collection: Union[int, str]) -> Dict:
     return dataset_json
 
 
+@console_command
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Define a universal collection from converted nnU-Net datasets.")
     parser.add_argument("-d", nargs="+", required=True, help="member dataset ids or names (one task each)")

@@ -29,6 +29,7 @@ from nnunetv2.utilities.json_export import recursive_fix_for_json_export
 from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 from tqdm import tqdm
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.collection.build import load_collection_dataset_json
 from nnunetv2_universal.collection.task_plans import TASKS_KEY, TaskView, ct_window_intensity_properties
 from nnunetv2_universal.collection.templates import load_template
@@ -227,6 +228,7 @@ def preprocess_collection(collection: Union[int, str], plans_name: str, configur
     return data_folder
 
 
+@console_command
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Fingerprint, plan and preprocess a universal collection "
                                                  "(each member with its own spacing and normalisation).")

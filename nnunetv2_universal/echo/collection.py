@@ -26,6 +26,7 @@ from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
 from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id, maybe_convert_to_dataset_name
 from nnunetv2.utilities.json_export import recursive_fix_for_json_export
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.collection.templates import ECHO_NETWORK, load_template
 from nnunetv2_universal.echo.metadata import ECHO_CLASSES, ECHO_LABELS, ECHO_REGIONS_CLASS_ORDER, ECHO_VIEWS
 
@@ -149,6 +150,7 @@ def plan_echo(dataset: Union[int, str], template: str = "echo", num_processes: i
     return plans
 
 
+@console_command
 def build_main(argv=None):
     parser = argparse.ArgumentParser(description="Merge converted echo datasets (CAMUS, EchoNet-Dynamic, "
                                                  "EchoNet-Pediatric) into one nnU-Net dataset.")
@@ -161,6 +163,7 @@ def build_main(argv=None):
     print(f"Echo collection written: {join(nnUNet_raw, name)}")
 
 
+@console_command
 def plan_main(argv=None):
     parser = argparse.ArgumentParser(description="Fingerprint, plan (nnU-Net planner + echo template) and "
                                                  "preprocess an echo collection.")

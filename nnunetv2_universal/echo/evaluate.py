@@ -21,6 +21,7 @@ from batchgenerators.utilities.file_and_folder_operations import isfile, join, l
 from nnunetv2.paths import nnUNet_raw
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.echo.metadata import EchoMetadata
 
 IGNORE = 3
@@ -103,6 +104,7 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+@console_command
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Dice per view and dataset at annotated frames (paper Table 2) "
                                                  "and the prompt pool's view accuracy.")

@@ -31,6 +31,7 @@ from batchgenerators.utilities.file_and_folder_operations import join, maybe_mkd
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.utilities.file_path_utilities import get_output_folder
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.conditioning import Condition
 from nnunetv2_universal.image_checks import read_checked
 
@@ -204,6 +205,7 @@ def predict_echo(inputs: Sequence[str], output_folder: str, predictor: nnUNetPre
     return results
 
 
+@console_command
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Predict echo clips (nnU-Net format) or DICOM cines with a trained "
                                                  "echo model; no view id needed.")
@@ -221,10 +223,7 @@ def main(argv=None):
     folds = [f if f == "all" else int(f) for f in args.f]
     device = torch.device(args.device)
     predictor = load_predictor(args.d, args.tr, args.p, args.c, folds, args.chk, device)
-    try:
-        predict_echo(args.i, args.o, predictor, args.view)
-    except EchoInputError as e:
-        raise SystemExit(f"nnUNetv2_universal_predict_echo: {e}") from None
+    predict_echo(args.i, args.o, predictor, args.view)  # EchoInputError: one line, exit 2 (console_command)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import argparse
 
 import torch
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.finetuning.weights import load_checkpoint_safely
 from nnunetv2_universal.training.hermes_trainer import new_task_rows
 
@@ -24,6 +25,7 @@ def add_tasks(checkpoint: str, output_file: str, new_tasks: int) -> dict:
     return grown
 
 
+@console_command
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Add task-prior rows to a trained Hermes checkpoint.")
     parser.add_argument("-i", required=True, help="trained Hermes checkpoint")

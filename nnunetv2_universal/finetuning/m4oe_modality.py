@@ -12,6 +12,7 @@ import argparse
 
 import torch
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.finetuning.weights import load_checkpoint_safely
 from nnunetv2_universal.networks.m4oe import expand_for_new_modality
 
@@ -25,6 +26,7 @@ def add_modality(checkpoint: str, output_file: str, copy_expert: int, new_tasks:
     return expanded
 
 
+@console_command
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Add one modality expert (and dataset heads) to a trained M4oE "
                                                  "checkpoint; train on with -pretrained_weights.")

@@ -17,6 +17,7 @@ from batchgenerators.utilities.file_and_folder_operations import isfile, join, l
 from nnunetv2.paths import nnUNet_preprocessed
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.networks.uniseg import prompt_spatial_size
 
 BACKBONE_NETWORK = "nnunetv2_universal.networks.uniseg.UniSegBackbone"
@@ -60,6 +61,7 @@ def transfer_plans(source: str, target: str, source_plans: str = "UniSegPlans", 
     return plans
 
 
+@console_command
 def main(argv=None):
     p = argparse.ArgumentParser(description="Write fine-tuning plans for TARGET from an upstream UniSeg collection.")
     p.add_argument("-s", required=True, help="upstream collection dataset id or name, or a model folder with "

@@ -16,12 +16,12 @@ import argparse
 import copy
 import os
 import shutil
-import sys
 import tempfile
 
 import torch
 from batchgenerators.utilities.file_and_folder_operations import join, maybe_mkdir_p, save_json
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.collection.build import collection_dataset_json
 from nnunetv2_universal.collection.plan_and_preprocess import collection_plans, task_settings
 from nnunetv2_universal.collection.templates import PAPER
@@ -119,6 +119,7 @@ def import_uniseg_v1(model_file: str, dataset_id: int, name: str = "UniSeg11", a
     return target
 
 
+@console_command
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="Import the released UniSeg checkpoint (nnU-Net v1 .model) as an nnU-Net "
                                             "v2 model folder that predicts the paper's 11 tasks.")
@@ -128,17 +129,10 @@ def main(argv=None) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
     p.add_argument("--allow_pickle", action="store_true",
                    help="allow pickled code while loading: only for a file you trust")
-    p.add_argument("-v", "--verbose", action="store_true", help="show the traceback of an error")
     args = p.parse_args(argv)
-    try:
-        if not os.path.isfile(args.i):
-            raise V1ImportError(f"{args.i} does not exist")
-        target = import_uniseg_v1(args.i, args.d, args.n, args.allow_pickle, args.overwrite)
-    except (V1ImportError, RuntimeError) as e:
-        if args.verbose:
-            raise
-        print(f"nnUNetv2_universal_import_uniseg_v1: {e}", file=sys.stderr)
-        sys.exit(2)
+    if not os.path.isfile(args.i):
+        raise V1ImportError(f"{args.i} does not exist")
+    target = import_uniseg_v1(args.i, args.d, args.n, args.allow_pickle, args.overwrite)
     print(f"Model folder written: {target}\n"
           f"Tasks: {', '.join(t.name for t in PAPER_TASKS)}\n"
           f"Predict: nnUNetv2_universal_predict -i IN -o OUT -d {args.d} -tr {TRAINER} -p {PLANS} --task Liver")

@@ -16,6 +16,7 @@ from typing import Dict, List
 import torch
 from torch import nn
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.finetuning.weights import load_checkpoint_safely
 from nnunetv2_universal.networks.uniseg import UniSegNetwork
 
@@ -121,6 +122,7 @@ def architecture_summary(network: UniSegNetwork) -> List[str]:
             f"prompt: {tuple(network.prompt.shape)}"]
 
 
+@console_command
 def main(argv=None):
     p = argparse.ArgumentParser(description="Convert the released UniSeg v1 checkpoint (.model) to our format.")
     p.add_argument("-i", required=True, help="model_final_checkpoint.model (nnU-Net v1)")

@@ -15,6 +15,8 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
+from nnunetv2_universal.cli import console_command
+
 PROMPT_KEYS = ("prompt",)
 DROPPED_PREFIXES = ("fuse.", "film.")  # film: the opt-in decoder FiLM (per-task, no use downstream)
 FIRST_TRANSPCONV = "decoder.transpconvs.0.weight"
@@ -85,6 +87,7 @@ def export_backbone(upstream_checkpoint: str, output_file: str, target_channels:
     return weights
 
 
+@console_command
 def main(argv=None):
     p = argparse.ArgumentParser(description="Export an upstream UniSeg checkpoint as backbone weights for "
                                             "nnUNetv2_train ... -pretrained_weights.")

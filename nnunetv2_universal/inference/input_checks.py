@@ -5,6 +5,7 @@ case and the file; an output folder is never left with some cases predicted and 
 from __future__ import annotations
 
 import os
+import sys
 from typing import List, Optional, Sequence
 
 from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
@@ -56,3 +57,22 @@ def check_input_folder(folder: str, file_ending: str, spec: Optional[TaskSpec]) 
         for f in files:
             read_checked(f, case, PredictionInputError)
     return cases
+
+
+def check_channel_counts(cases: List[List[str]], file_ending: str, registry: TaskRegistry) -> None:
+    """--all-tasks: every case has a channel count some task takes. In a folder that mixes channel counts, cases
+    with fewer files than others are named on stderr (a lost file would make a case run other tasks)."""
+    counts = {}
+    for files in cases:
+        case = os.path.basename(files[0])[:-len(file_ending) - 5]
+        counts[case] = len(files)
+        if len(files) not in registry.channel_counts:
+            raise PredictionInputError(
+                f"case {case}: {len(files)} channel file(s); no task takes that many. Tasks: "
+                + ", ".join(f"{t.name} ({t.num_channels}: {', '.join(t.modalities)})" for t in registry))
+    if len(set(counts.values())) > 1:
+        most = max(counts.values())
+        fewer = sorted(c for c, n in counts.items() if n < most)
+        print(f"Note: the input folder mixes channel counts; {', '.join(fewer)} have fewer channel files than "
+              f"others ({most}): each runs the tasks of its own channel count. Check that no file is missing.",
+              file=sys.stderr)

@@ -9,13 +9,16 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import sys
 
 import torch
 from batchgenerators.utilities.file_and_folder_operations import join, load_json, maybe_mkdir_p
 from nnunetv2.utilities.file_path_utilities import get_output_folder
 
+from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.cli import ensure_trainer_folder_on_path
-from nnunetv2_universal.inference.input_checks import PredictionInputError, check_input_folder, check_request
+from nnunetv2_universal.inference.input_checks import (PredictionInputError, check_channel_counts, check_input_folder,
+                                                       check_request)
 from nnunetv2_universal.inference.predictor import UniversalPredictor, write_global_labels
 from nnunetv2_universal.registry import TaskRegistry
 
@@ -59,36 +62,59 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _model_folder(args) -> str:
+    """The model folder, or an error that lists the trained model folders of the dataset."""
+    model_folder = get_output_folder(args.d, args.tr, args.p, args.c)
+    if not os.path.isfile(join(model_folder, "dataset.json")):
+        parent = os.path.dirname(model_folder)
+        found = sorted(d for d in os.listdir(parent) if "__" in d) if os.path.isdir(parent) else []
+        hint = (f"trained model folders there: {', '.join(found)} (choose with -tr TRAINER -p PLANS -c CONFIGURATION)"
+                if found else "no trained model folders there")
+        raise PredictionInputError(f"no model folder {model_folder}; {hint}")
+    return model_folder
+
+
+def _device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        print("No CUDA device available: predicting on the CPU (pass -device cpu to silence this notice).",
+              file=sys.stderr)
+        name = "cpu"
+    return torch.device(name)
+
+
+@console_command
 def main(argv=None):
     args = _parser().parse_args(argv)
-    model_folder = get_output_folder(args.d, args.tr, args.p, args.c)
+    model_folder = _model_folder(args)
     if args.list_tasks:
         registry = TaskRegistry.from_dataset_json(load_json(join(model_folder, "dataset.json")))
         for i, t in enumerate(registry):
             print(f"{i:3d}  {t.name:24s} channels={t.modalities} labels={t.foreground_labels}  {t.description}")
         return
     if not args.i or not args.o:
-        raise SystemExit("-i and -o are required unless --list-tasks is given")
+        raise PredictionInputError("-i and -o are required unless --list-tasks is given")
     if args.labels and not args.task:
-        raise SystemExit("--labels needs --task")
+        raise PredictionInputError("--labels needs --task")
     if not args.task and not args.all_tasks:
-        raise SystemExit("choose --task NAME or --all-tasks (list the tasks with --list-tasks)")
+        raise PredictionInputError("choose --task NAME or --all-tasks (list the tasks with --list-tasks)")
     dataset_json = load_json(join(model_folder, "dataset.json"))
-    try:  # before the model is loaded: nothing is written unless every case can be predicted
-        spec = check_request(TaskRegistry.from_dataset_json(dataset_json), args.task, args.labels, args.modality,
-                             args.tasks)
-        check_input_folder(args.i, dataset_json["file_ending"], spec)
-    except PredictionInputError as e:
-        raise SystemExit(f"nnUNetv2_universal_predict: {e}") from None
+    # before the model is loaded: nothing is written unless every case can be predicted
+    registry = TaskRegistry.from_dataset_json(dataset_json)
+    spec = check_request(registry, args.task, args.labels, args.modality, list(args.tasks or []) +
+                         list(args.priority or []))
+    cases = check_input_folder(args.i, dataset_json["file_ending"], spec)
+    if args.all_tasks:
+        check_channel_counts(cases, dataset_json["file_ending"], registry)
     ensure_trainer_folder_on_path()
-    if args.device == "cpu":
+    device = _device(args.device)
+    if device.type == "cpu":
         torch.set_num_threads(multiprocessing.cpu_count())
-    elif args.device == "cuda":
+    elif device.type == "cuda":
         torch.set_num_threads(1)
     predictor = UniversalPredictor(tile_step_size=args.step_size, use_gaussian=True,
                                    use_mirroring=not args.disable_tta,
                                    perform_everything_on_device=not args.not_on_device,
-                                   device=torch.device(args.device), verbose=args.verbose,
+                                   device=device, verbose=args.verbose,
                                    allow_tqdm=not args.disable_progress_bar)
     folds = [f if f == "all" else int(f) for f in args.f]
     predictor.initialize_from_trained_model_folder(model_folder, folds, args.chk)

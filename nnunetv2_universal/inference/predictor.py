@@ -23,6 +23,7 @@ from torch import nn
 from nnunetv2_universal.collection.task_plans import TaskView
 from nnunetv2_universal.conditioning import Condition
 from nnunetv2_universal.inference.merge import GlobalLabels, merge_task_segmentations
+from nnunetv2_universal.inference.stock_predict import plugin_predictor_builds
 from nnunetv2_universal.registry import TaskRegistry
 
 
@@ -80,7 +81,8 @@ class UniversalPredictor(nnUNetPredictor):
 
     def initialize_from_trained_model_folder(self, model_training_output_dir, use_folds,
                                              checkpoint_name: str = "checkpoint_final.pth"):
-        super().initialize_from_trained_model_folder(model_training_output_dir, use_folds, checkpoint_name)
+        with plugin_predictor_builds():
+            super().initialize_from_trained_model_folder(model_training_output_dir, use_folds, checkpoint_name)
         self.configuration_name = self._configuration_name_of(self.configuration_manager)
         self._remember_collection()
 

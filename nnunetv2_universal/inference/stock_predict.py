@@ -10,6 +10,7 @@ exports task-local labels. The plugin's `nnUNetv2_universal_predict --task` does
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from typing import Optional
 
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
@@ -19,15 +20,36 @@ from nnunetv2_universal.collection.task_plans import PER_TASK_CONFIGURATION_KEYS
 from nnunetv2_universal.conditioning import Condition
 
 TASK_ENV = "nnUNet_universal_task"
+_plugin_predictor_depth = 0  # > 0 while a plugin trainer or predictor builds a network (they choose tasks themselves)
+
+
+@contextmanager
+def plugin_predictor_builds():
+    """A plugin trainer or the plugin's predictor builds the network: it sets the task itself, so the environment
+    variable is neither applied nor required."""
+    global _plugin_predictor_depth
+    _plugin_predictor_depth += 1
+    try:
+        yield
+    finally:
+        _plugin_predictor_depth -= 1
 
 
 def apply_task_from_environment(network: nn.Module, plans_manager: PlansManager,
                                 configuration_manager: ConfigurationManager) -> Optional[str]:
     """Apply $nnUNet_universal_task (if set) to the predictor's managers and the network; returns the task name."""
-    task = os.environ.get(TASK_ENV)
-    if not task:
+    if _plugin_predictor_depth:
         return None
+    task = os.environ.get(TASK_ENV)
     tasks = configuration_manager.configuration.get(TASKS_KEY, {})
+    if not task:
+        if not tasks:
+            return None
+        listing = "; ".join(f"{name} ({len(s.get('modalities', []))} channel(s): {', '.join(s.get('modalities', []))})"
+                            for name, s in tasks.items())
+        raise RuntimeError(f"this is a universal model: stock nnUNetv2_predict needs {TASK_ENV}=<task> in the "
+                           f"environment to know which task to segment (or use nnUNetv2_universal_predict --task / "
+                           f"--all-tasks). Tasks: {listing}")
     if task not in tasks:
         raise KeyError(f"{TASK_ENV}={task!r} is not a task of this model; valid tasks: {', '.join(tasks)}")
     settings = tasks[task]

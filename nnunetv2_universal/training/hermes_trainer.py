@@ -20,13 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
-from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.helpers import dummy_context
 from timm.optim import Lamb
 from torch import autocast, nn
 
 from nnunetv2_universal.collection.task_plans import TASKS_KEY
-from nnunetv2_universal.inference.stock_predict import apply_task_from_environment
 from nnunetv2_universal.registry import shared_structure_ids
 from nnunetv2_universal.training.augmenters import NoMirroring
 from nnunetv2_universal.training.ema import EMAWeights
@@ -117,13 +115,8 @@ class HermesTrainer(EMAWeights, NoMirroring, UniSegTrainer):
         kwargs.update(num_global_tasks=1 + max(max(ids) for ids in global_ids), task_global_ids=global_ids,
                       task_modality_ids=modalities, num_modalities=len(cls.modality_vocabulary),
                       **cls.network_overrides)
-        network = get_network_from_plans(HERMES_NETWORK, kwargs,
-                                         configuration_manager.network_arch_init_kwargs_req_import,
-                                         num_input_channels, num_output_channels, allow_init=True,
-                                         deep_supervision=enable_deep_supervision)
-        if not enable_deep_supervision:  # nnU-Net's predictor: honour $nnUNet_universal_task (stock nnUNetv2_predict)
-            apply_task_from_environment(network, plans_manager, configuration_manager)
-        return network
+        return cls.network_for_plans(HERMES_NETWORK, kwargs, plans_manager, configuration_manager, num_input_channels,
+                                     num_output_channels, enable_deep_supervision)
 
     optimizer_name = "lamb"  # the reference (apex FusedLAMB; timm's Lamb here); "adamw" is a switch
     warmup_epochs = 5

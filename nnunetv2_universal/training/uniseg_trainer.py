@@ -25,7 +25,7 @@ from nnunetv2_universal.collection.sampling import TaskBalancedDataLoader
 from nnunetv2_universal.collection.task_plans import TASKS_KEY
 from nnunetv2_universal.inference.predictor import UniversalPredictor
 from nnunetv2_universal.networks.blocks import keep_unused_stems_still
-from nnunetv2_universal.inference.stock_predict import apply_task_from_environment
+from nnunetv2_universal.inference.stock_predict import apply_task_from_environment, plugin_predictor_builds
 from nnunetv2_universal.registry import TaskRegistry
 from nnunetv2_universal.training.augmenters import wrap_in_augmenters
 from nnunetv2_universal.training.task_logging import TASK_DICE_KEY, TaskAwareLocalLogger
@@ -89,17 +89,26 @@ class UniSegTrainer(ConditionSensitivityLogging, SafeCheckpoints, nnUNetTrainer)
             raise ValueError(f"plans {plans_manager.plans_name!r} describe {name}, not one of "
                              f"{list(cls.plans_network_suffixes)}; plan the collection with "
                              f"nnUNetv2_universal_plan_and_preprocess and the matching template")
-        network = get_network_from_plans(cls.network_class_name or name,
-                                         {**configuration_manager.network_arch_init_kwargs, **cls.network_overrides},
-                                         configuration_manager.network_arch_init_kwargs_req_import,
+        return cls.network_for_plans(cls.network_class_name or name,
+                                     {**configuration_manager.network_arch_init_kwargs, **cls.network_overrides},
+                                     plans_manager, configuration_manager, num_input_channels, num_output_channels,
+                                     enable_deep_supervision)
+
+    @staticmethod
+    def network_for_plans(class_name: str, kwargs: dict, plans_manager, configuration_manager, num_input_channels,
+                          num_output_channels, enable_deep_supervision: bool) -> nn.Module:
+        """The network of `class_name` with `kwargs`; built for nnU-Net's predictor (no deep supervision) it honours
+        $nnUNet_universal_task (stock nnUNetv2_predict)."""
+        network = get_network_from_plans(class_name, kwargs, configuration_manager.network_arch_init_kwargs_req_import,
                                          num_input_channels, num_output_channels, allow_init=True,
                                          deep_supervision=enable_deep_supervision)
-        if not enable_deep_supervision:  # nnU-Net's predictor: honour $nnUNet_universal_task (stock nnUNetv2_predict)
+        if not enable_deep_supervision:
             apply_task_from_environment(network, plans_manager, configuration_manager)
         return network
 
     def initialize(self):
-        super().initialize()
+        with plugin_predictor_builds():  # the trainer sets each batch's task; $nnUNet_universal_task plays no part
+            super().initialize()
         # stems of channel counts absent from a step stay bit-identical (no momentum / weight-decay drift)
         keep_unused_stems_still(self.optimizer, self._plain_network())
 
