@@ -105,7 +105,9 @@ def convert_amos22(source: str, num_processes: int = 1, overwrite: bool = False,
 @console_command
 def main(argv=None) -> None:
     parser = converter_parser("Convert AMOS22 into nnU-Net raw Dataset641_AMOS22CT and Dataset642_AMOS22MR.",
-                              DEFAULT_IDS["ct"])
+                              DEFAULT_IDS["ct"],
+                              layout=('amos22/ with imagesTr/ labelsTr/ [imagesVa/ labelsVa/] imagesTs/ '
+                                      '(amos_NNNN.nii.gz)'))
     parser.add_argument("-d_mr", type=int, default=DEFAULT_IDS["mr"], help="dataset id of the MR part (default 642)")
     parser.add_argument("--modality", default="both", choices=("ct", "mr", "both"))
     args = parser.parse_args(argv)

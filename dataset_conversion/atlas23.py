@@ -69,7 +69,9 @@ def convert_atlas23(source: str, dataset_id: int = DEFAULT_ID, num_processes: in
 @console_command
 def main(argv=None) -> None:
     parser = converter_parser(f"Convert ATLAS 2023 (liver + tumour MRI) into nnU-Net raw Dataset{DEFAULT_ID}_{NAME}.",
-                              DEFAULT_ID)
+                              DEFAULT_ID,
+                              layout=('atlas-train-dataset-1.0.1/train/ with imagesTr/imN.nii.gz and '
+                                      'labelsTr/lbN.nii.gz'))
     args = parser.parse_args(argv)
     print(f"wrote {join(raw_root(), convert_atlas23(args.i, args.d, args.np, args.overwrite))}")
 

@@ -82,7 +82,8 @@ def convert_autopet(source: str, dataset_id: int = DEFAULT_ID, num_processes: in
 @console_command
 def main(argv=None) -> None:
     parser = converter_parser("Convert AutoPET (PETCT_<patient>/<study>/{CTres,SUV,SEG}.nii.gz) into nnU-Net raw "
-                              f"Dataset{DEFAULT_ID}_{NAME} (CT + PET, lesion studies only by default).", DEFAULT_ID)
+                              f"Dataset{DEFAULT_ID}_{NAME} (CT + PET, lesion studies only by default).", DEFAULT_ID,
+                              layout='FDG-PET-CT-Lesions/ with PETCT_<patient>/<study>/{CTres,SUV,SEG}.nii.gz')
     parser.add_argument("--keep_negatives", action="store_true", help="keep studies without lesions")
     args = parser.parse_args(argv)
     folder = convert_autopet(args.i, args.d, args.np, args.overwrite, keep_negatives=args.keep_negatives)

@@ -83,7 +83,9 @@ def convert_brain_structure(source: str, dataset_id: int = DEFAULT_ID, num_proce
 @console_command
 def main(argv=None) -> None:
     parser = converter_parser(f"Convert the brain-structure set into nnU-Net raw Dataset{DEFAULT_ID}_{NAME}.",
-                              DEFAULT_ID)
+                              DEFAULT_ID,
+                              layout=('the folder holding train/ valid/ test/, each with image/<name>_img.nii and '
+                                      'mask/<name>_probmask_*.nii'))
     args = parser.parse_args(argv)
     print(f"wrote {join(raw_root(), convert_brain_structure(args.i, args.d, args.np, args.overwrite))}")
 

@@ -72,7 +72,9 @@ def convert_brats21(source: str, dataset_id: int = DEFAULT_ID, num_processes: in
 @console_command
 def main(argv=None) -> None:
     args = converter_parser("Convert BraTS 2021 (BraTS2021_Training_Data/BraTS2021_XXXXX/...) into nnU-Net raw "
-                            f"Dataset{DEFAULT_ID}_{NAME} with UniSeg's labels.", DEFAULT_ID).parse_args(argv)
+                            f"Dataset{DEFAULT_ID}_{NAME} with UniSeg's labels.", DEFAULT_ID,
+                              layout=('BraTS2021_Training_Data/ with '
+                                      'BraTS2021_XXXXX/BraTS2021_XXXXX_{t1,t1ce,t2,flair,seg}.nii.gz')).parse_args(argv)
     folder = convert_brats21(args.i, args.d, args.np, args.overwrite)
     print(f"wrote {join(raw_root(), folder)}")
 

@@ -118,7 +118,8 @@ def convert_btcv(source: str, dataset_id: int = DEFAULT_ID, num_processes: int =
 @console_command
 def main(argv=None) -> None:
     parser = converter_parser("Convert BTCV (RawData/Training/{img,label}, RawData/Testing/img) into nnU-Net raw "
-                              f"Dataset{DEFAULT_ID}_{NAME} with UniSeg's fixed split.", DEFAULT_ID)
+                              f"Dataset{DEFAULT_ID}_{NAME} with UniSeg's fixed split.", DEFAULT_ID,
+                              layout='RawData/ with Training/{img,label}/ and Testing/img/')
     args = parser.parse_args(argv)
     folder = convert_btcv(args.i, args.d, args.np, args.overwrite)
     print(f"wrote {join(raw_root(), folder)}")

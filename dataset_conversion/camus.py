@@ -213,7 +213,9 @@ def convert_camus(source: str, dataset_id: int = DEFAULT_ID, num_processes: int 
 @console_command
 def main(argv: Optional[list] = None) -> None:
     parser = converter_parser(f"Convert CAMUS (NIfTI CAMUS_public or the 2019 MHD release) into 16-frame echo clips "
-                              f"(Dataset{DEFAULT_ID}_{NAME}).", DEFAULT_ID)
+                              f"(Dataset{DEFAULT_ID}_{NAME}).", DEFAULT_ID,
+                              layout=('CAMUS_public/ (database_nifti/patientNNNN/*.nii.gz, database_split/*.txt) or '
+                                      'the 2019 MHD release'))
     parser.add_argument("--dense_camus_labels", action="store_true",
                         help="keep the interpolated half_sequence_gt labels of the in-between frames (default: "
                              "ignore; NIfTI release only)")

@@ -133,7 +133,9 @@ def convert_chaos(source: str, num_processes: int = 1, overwrite: bool = False,
 @console_command
 def main(argv=None) -> None:
     parser = converter_parser("Convert CHAOS MR (T1-DUAL in/out phase, T2-SPIR; DICOM + PNG) into nnU-Net raw "
-                              "Dataset653_CHAOST1 and Dataset654_CHAOST2.", DEFAULT_IDS["T1"])
+                              "Dataset653_CHAOST1 and Dataset654_CHAOST2.", DEFAULT_IDS["T1"],
+                              layout=('CHAOS_Train_Sets/ with Train_Sets/MR/<id>/{T1DUAL,T2SPIR}/DICOM_anon/ and '
+                                      'Ground/*.png'))
     parser.add_argument("-d_t2", type=int, default=DEFAULT_IDS["T2"], help="dataset id of the T2 part (default 654)")
     args = parser.parse_args(argv)
     for folder in convert_chaos(args.i, args.np, args.overwrite, {"T1": args.d, "T2": args.d_t2}):

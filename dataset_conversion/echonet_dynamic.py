@@ -111,7 +111,8 @@ def convert_echonet_dynamic(source: str, dataset_id: int = DEFAULT_ID, num_proce
 @console_command
 def main(argv: Optional[list] = None) -> None:
     parser = converter_parser(f"Convert EchoNet-Dynamic (FileList.csv, VolumeTracings.csv, Videos/) into 16-frame "
-                              f"echo clips (Dataset{DEFAULT_ID}_{NAME}).", DEFAULT_ID)
+                              f"echo clips (Dataset{DEFAULT_ID}_{NAME}).", DEFAULT_ID,
+                              layout='EchoNet-Dynamic/ with FileList.csv, VolumeTracings.csv and Videos/<FileName>.avi')
     args = parser.parse_args(argv)
     name = convert_echonet_dynamic(args.i, args.d, args.np, args.overwrite)
     print(f"wrote {join(raw_root(), name)}")

@@ -137,7 +137,9 @@ def convert_echonet_pediatric(source: str, dataset_id: int = DEFAULT_ID, num_pro
 @console_command
 def main(argv: Optional[list] = None) -> None:
     parser = converter_parser(f"Convert EchoNet-Pediatric (A4C/ and PSAX/ with FileList.csv, VolumeTracings.csv, "
-                              f"Videos/) into 16-frame echo clips (Dataset{DEFAULT_ID}_{NAME}).", DEFAULT_ID)
+                              f"Videos/) into 16-frame echo clips (Dataset{DEFAULT_ID}_{NAME}).", DEFAULT_ID,
+                              layout=('pediatric_echo_avi/ (or its parent) with A4C/ and PSAX/, each FileList.csv, '
+                                      'VolumeTracings.csv, Videos/'))
     args = parser.parse_args(argv)
     name = convert_echonet_pediatric(args.i, args.d, args.np, args.overwrite)
     print(f"wrote {join(raw_root(), name)}")

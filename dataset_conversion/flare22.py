@@ -92,7 +92,9 @@ def convert_flare22(source: str, dataset_id: int = DEFAULT_ID, num_processes: in
 @console_command
 def main(argv=None) -> None:
     parser = converter_parser(f"Convert FLARE22's labelled set into nnU-Net raw Dataset{DEFAULT_ID}_{NAME}.",
-                              DEFAULT_ID)
+                              DEFAULT_ID,
+                              layout=('FLARE22Train/ with images/FLARE22_Tr_NNNN_0000.nii.gz and '
+                                      'labels/FLARE22_Tr_NNNN.nii.gz'))
     parser.add_argument("--exclude_msd_pancreas", default=None, help="MSD Task07_Pancreas folder: drop overlapping "
                                                                      "cases")
     args = parser.parse_args(argv)

@@ -117,7 +117,8 @@ def convert_kits19(source: str, dataset_id: int = DEFAULT_ID, num_processes: int
 @console_command
 def main(argv=None) -> None:
     parser = converter_parser("Convert KiTS19 (kits19/data/case_XXXXX/{imaging,segmentation}.nii.gz) into nnU-Net "
-                              f"raw Dataset{DEFAULT_ID}_{NAME} with a leak-free seeded 80/20 split.", DEFAULT_ID)
+                              f"raw Dataset{DEFAULT_ID}_{NAME} with a leak-free seeded 80/20 split.", DEFAULT_ID,
+                              layout='kits19/data/ (or kits19/) with case_XXXXX/{imaging,segmentation}.nii.gz')
     parser.add_argument("--keep_axes", action="store_true",
                         help="keep the files' voxel axis order (default: losslessly permute the axes so that the "
                              "slice axis, the one with the largest spacing, comes first in nnU-Net's arrays)")

@@ -130,7 +130,9 @@ def convert_liver(source: str, dataset_id: int = DEFAULT_ID, num_processes: int 
 def main(argv=None) -> None:
     parser = converter_parser("Convert the LiTS training set ('Training Batch 1/2' with volume-N.nii and "
                               "segmentation-N.nii) or MSD Task03_Liver (imagesTr/labelsTr) into nnU-Net raw "
-                              f"Dataset{DEFAULT_ID}_{NAME} (case ids liver_N in both layouts).", DEFAULT_ID)
+                              f"Dataset{DEFAULT_ID}_{NAME} (case ids liver_N in both layouts).", DEFAULT_ID,
+                              layout=("LiTS 'Training Batch 1/2' (volume-N.nii, segmentation-N.nii) or MSD "
+                                      "Task03_Liver/ (imagesTr/labelsTr)"))
     args = parser.parse_args(argv)
     folder = convert_liver(args.i, args.d, args.np, args.overwrite)
     print(f"wrote {join(raw_root(), folder)}")

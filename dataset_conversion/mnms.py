@@ -127,7 +127,9 @@ def convert_mnms(source: str, dataset_id: int = DEFAULT_ID, num_processes: int =
 @console_command
 def main(argv=None) -> None:
     parser = converter_parser(f"Convert M&Ms-1 (OpenDataset) into nnU-Net raw Dataset{DEFAULT_ID}_{NAME}.",
-                              DEFAULT_ID)
+                              DEFAULT_ID,
+                              layout=('OpenDataset/ with Training/Labeled/<code>/<code>_sa(_gt).nii.gz, Validation/, '
+                                      'Testing/ and the info CSV'))
     args = parser.parse_args(argv)
     print(f"wrote {join(raw_root(), convert_mnms(args.i, args.d, args.np, args.overwrite))}")
 

@@ -138,7 +138,9 @@ def convert_msd(task: MSDTask, source: str, dataset_id: Optional[int] = None, nu
 
 def msd_main(task: MSDTask, convert: Callable[..., str], argv=None) -> None:
     parser = converter_parser(f"Convert MSD {task.folder} (imagesTr/labelsTr, see the module docstring) into "
-                              f"nnU-Net raw Dataset{task.default_id:03d}_{task.name}.", task.default_id)
+                              f"nnU-Net raw Dataset{task.default_id:03d}_{task.name}.", task.default_id,
+                              layout=('TaskXX_Name/ (or its parent) with imagesTr/<prefix>_NNN.nii.gz and '
+                                      'labelsTr/<prefix>_NNN.nii.gz'))
     args = parser.parse_args(argv)
     folder = convert(args.i, args.d, args.np, args.overwrite)
     print(f"wrote {join(raw_root(), folder)}")

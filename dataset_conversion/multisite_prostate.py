@@ -86,7 +86,9 @@ def convert_prostate(source: str, dataset_id: int = DEFAULT_ID, num_processes: i
 @console_command
 def main(argv=None) -> None:
     args = converter_parser("Convert the multi-site prostate data (six site folders) into nnU-Net raw "
-                            f"Dataset{DEFAULT_ID}_{NAME}.", DEFAULT_ID).parse_args(argv)
+                            f"Dataset{DEFAULT_ID}_{NAME}.", DEFAULT_ID,
+                              layout=('the folder with the site folders BIDMC BMC HK I2CVB RUNMC UCL (CaseNN.nii.gz '
+                                      '+ CaseNN_segmentation.nii.gz)')).parse_args(argv)
     folder = convert_prostate(args.i, args.d, args.np, args.overwrite)
     print(f"wrote {join(raw_root(), folder)}")
 

@@ -85,7 +85,9 @@ def convert_structseg(source: str, tasks: List[str] = None, num_processes: int =
 @console_command
 def main(argv=None) -> None:
     parser = converter_parser("Convert StructSeg 2019 (HaN_OAR, Naso_GTV, Thoracic_OAR) into nnU-Net raw datasets "
-                              "650-652.", 650)
+                              "650-652.", 650,
+                              layout=('the folder holding HaN_OAR/ Naso_GTV/ Thoracic_OAR/, each <n>/data.nii.gz + '
+                                      '<n>/label.nii.gz'))
     parser.add_argument("--task", nargs="+", choices=sorted(TASKS), default=None, help="tasks (default: all present)")
     args = parser.parse_args(argv)
     ids = {"han_oar": args.d, "naso_gtv": args.d + 1, "thoracic_oar": args.d + 2}

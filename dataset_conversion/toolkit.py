@@ -229,10 +229,11 @@ def require_nonempty(items: Iterable, what: str) -> list:
     return items
 
 
-def converter_parser(description: str, default_id: int) -> argparse.ArgumentParser:
-    """nnU-Net's converter idiom: -i SOURCE -d ID [-np N] [--overwrite]."""
+def converter_parser(description: str, default_id: int, layout: str) -> argparse.ArgumentParser:
+    """nnU-Net's converter idiom: -i SOURCE -d ID [-np N] [--overwrite]; `layout`: the expected top-level layout
+    in one line (the module docstring has it in full)."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("-i", required=True, help="the dataset as downloaded (see the module docstring for the layout)")
+    p.add_argument("-i", required=True, help=f"the dataset as downloaded: {layout}")
     p.add_argument("-d", type=int, default=default_id, help=f"nnU-Net dataset id (default {default_id})")
     p.add_argument("-np", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset with this id")

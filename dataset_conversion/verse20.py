@@ -102,7 +102,9 @@ def convert_verse20(source: str, dataset_id: int = DEFAULT_ID, num_processes: in
 @console_command
 def main(argv=None) -> None:
     parser = converter_parser("Convert VerSe 2020 (dataset-0X*/rawdata + derivatives) into nnU-Net raw "
-                              f"Dataset{DEFAULT_ID}_{NAME} (binary vertebrae).", DEFAULT_ID)
+                              f"Dataset{DEFAULT_ID}_{NAME} (binary vertebrae).", DEFAULT_ID,
+                              layout=('the folder holding dataset-01training/ dataset-02validation/ dataset-03test/ '
+                                      '(rawdata/ + derivatives/)'))
     parser.add_argument("--max_slices", type=int, default=500,
                         help="resample volumes with more slices along axis z to this many (default 500)")
     args = parser.parse_args(argv)

@@ -68,7 +68,9 @@ def convert_vs(source: str, dataset_id: int = DEFAULT_ID, num_processes: int = 1
 def main(argv=None) -> None:
     args = converter_parser("Convert Vestibular-Schwannoma-SEG (vs_gk_<N>/vs_gk_t1_refT1.nii.gz + "
                             "vs_gk_seg_refT1.nii.gz) into nnU-Net raw "
-                            f"Dataset{DEFAULT_ID}_{NAME}.", DEFAULT_ID).parse_args(argv)
+                            f"Dataset{DEFAULT_ID}_{NAME}.", DEFAULT_ID,
+                              layout=('the folder holding vs_gk_<N>/ with vs_gk_t1_refT1.nii.gz and '
+                                      'vs_gk_seg_refT1.nii.gz')).parse_args(argv)
     folder = convert_vs(args.i, args.d, args.np, args.overwrite)
     print(f"wrote {join(raw_root(), folder)}")
 
