@@ -146,3 +146,19 @@ def test_all_tasks_runs_ct_tasks_on_ct_images_and_mr_tasks_on_mr_images(tmp_path
         assert ran == {files["mr"]: [0, 1, 2]}
     finally:
         module.merge_task_segmentations = original
+
+
+def test_all_tasks_names_a_case_that_lost_a_channel_file(capsys):
+    """A prostate folder (T2 + ADC) where one case lost its ADC file: the case is named before anything runs; a
+    channel count no task takes stops with the case id."""
+    from nnunetv2_universal.inference.input_checks import PredictionInputError, check_channel_counts
+    registry = TaskRegistry([
+        TaskSpec("prostate", "Dataset002_Prostate", {"0": "T2", "1": "ADC"}, {"background": 0, "prostate": 1}),
+        TaskSpec("gland", "Dataset003_Gland", {"0": "T2"}, {"background": 0, "gland": 1}),
+    ])
+    cases = [["in/p1_0000.nii.gz", "in/p1_0001.nii.gz"], ["in/p2_0000.nii.gz"], ["in/p3_0000.nii.gz",
+                                                                                "in/p3_0001.nii.gz"]]
+    check_channel_counts(cases, ".nii.gz", registry)
+    assert "p2 have fewer channel files than others (2)" in capsys.readouterr().err
+    with pytest.raises(PredictionInputError, match="case p4: 3 channel file"):
+        check_channel_counts([["in/p4_0000.nii.gz", "in/p4_0001.nii.gz", "in/p4_0002.nii.gz"]], ".nii.gz", registry)
