@@ -13,13 +13,14 @@ from nnunetv2_universal.demo.synthetic import SYNTHETIC_TASKS, cross_activation
 PER_EPOCH_CASES = 2  # held-out cases per task scored after every epoch (all of them at the end)
 
 
+def mask_dice(predicted: np.ndarray, truth: np.ndarray) -> float:
+    """Dice of two boolean masks; 1 when both are empty."""
+    denom = predicted.sum() + truth.sum()
+    return 1.0 if denom == 0 else float(2.0 * (predicted & truth).sum() / denom)
+
+
 def _dice(pred: np.ndarray, gt: np.ndarray, labels) -> float:
-    scores = []
-    for v in labels:
-        p, g = pred == v, gt == v
-        denom = p.sum() + g.sum()
-        scores.append(1.0 if denom == 0 else 2.0 * (p & g).sum() / denom)
-    return float(np.mean(scores))
+    return float(np.mean([mask_dice(pred == v, gt == v) for v in labels]))
 
 
 class HeldOut:

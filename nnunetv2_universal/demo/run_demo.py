@@ -19,6 +19,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from nnunetv2_universal.cli import TRAINER_FOLDER
+from nnunetv2_universal.demo.held_out import mask_dice
 
 COLLECTION_ID = 900
 FIRST_MEMBER_ID = 501
@@ -251,9 +252,7 @@ def _evaluate_merged(gt_folder: str, merged_folder: str, task: str, labels: Dict
         for name, v in labels.items():
             if v == 0:
                 continue
-            p, g = merged == global_labels[f"{task}:{name}"], gt == v
-            denom = p.sum() + g.sum()
-            scores[name].append(1.0 if denom == 0 else 2.0 * (p & g).sum() / denom)
+            scores[name].append(mask_dice(merged == global_labels[f"{task}:{name}"], gt == v))
     return {k: float(np.mean(v)) for k, v in scores.items()}
 
 
