@@ -31,10 +31,13 @@ of half_sequence_gt are interpolated, not expert tracings, and become ignore unl
 every sampled frame takes its half_sequence_gt map; NIfTI release only). Frames are resized to 224 x 224
 (bilinear images, nearest labels), ignoring CAMUS' anisotropic pixel spacing.
 
-Splits (patient level; both views of a patient always share one): the database_split lists (train, val in
-imagesTr; test in imagesTs + labelsTs). The 2019 release without split files: a seeded patient-level 90/10
-train/val split of training/ (toolkit.seeded_split, seed 1234, at least one val patient; a message says so)
-and testing/ -> imagesTs without labels (echo_case_metadata split "test", annotated_frames []).
+Splits (patient level; both views of a patient always share one). `--split paper` (default, the echo paper's
+Table 1): 450 training and 50 test patients per view: the database_split lists' training + validation patients (or
+training/ of the 2019 release) are training clips in 5 patient-level folds, the test patients (testing/) go to
+imagesTs. `--split official`: the database_split lists (train, val in imagesTr; test in imagesTs + labelsTs); the
+2019 release without split files: a seeded patient-level 90/10 train/val split of training/ (toolkit.seeded_split,
+seed 1234, at least one val patient; a message says so). testing/ of the 2019 release -> imagesTs without labels
+(echo_case_metadata split "test", annotated_frames []).
 """
 from __future__ import annotations
 
@@ -47,8 +50,9 @@ import SimpleITK as sitk
 from batchgenerators.utilities.file_and_folder_operations import join
 
 from nnunetv2_universal.cli import console_command
-from nnunetv2_universal.dataset_conversion.echo_toolkit import (CAVITY_AND_WALL, build_clip, case_metadata,
-                                                                finish_echo_dataset, sample_indices, write_clip)
+from nnunetv2_universal.dataset_conversion.echo_toolkit import (CAVITY_AND_WALL, SPLIT_MODES, add_split_argument,
+                                                                build_clip, case_metadata, finish_echo_dataset,
+                                                                paper_split, sample_indices, write_clip)
 from nnunetv2_universal.dataset_conversion.toolkit import (ConversionError, converter_parser, dataset_name,
                                                            listdir_visible, raw_root, read_image, require_nonempty,
                                                            run_cases, seeded_split, staged_dataset)
@@ -128,8 +132,16 @@ def patients_in(folder: str) -> List[str]:
     return [p for p in listdir_visible(folder) if PATIENT.match(p)]
 
 
-def find_patients(release: str, root: str) -> List[Tuple[str, str, str, bool]]:
+def find_patients(release: str, root: str, split_mode: str = "paper") -> List[Tuple[str, str, str, bool]]:
     """(patient folder, patient id, split, labelled) for every patient of the release."""
+    if split_mode not in SPLIT_MODES:
+        raise ValueError(f"split must be one of {SPLIT_MODES}, got {split_mode!r}")
+    if split_mode == "paper":
+        return [(d, p, paper_split(s), labelled) for d, p, s, labelled in _official_patients(release, root, True)]
+    return _official_patients(release, root, False)
+
+
+def _official_patients(release: str, root: str, quiet: bool) -> List[Tuple[str, str, str, bool]]:
     if release == "nifti":
         base = join(root, "database_nifti")
         patients = require_nonempty(patients_in(base), f"patient folders in {base}")
@@ -149,8 +161,9 @@ def find_patients(release: str, root: str) -> List[Tuple[str, str, str, bool]]:
         n_val = max(1, int(round(0.1 * len(training)))) if len(training) > 1 else 0
         train, val = seeded_split(training, 1 - n_val / len(training))
         splits = {**{p: "train" for p in train}, **{p: "val" for p in val}}
-        print(f"{NAME}: the 2019 release has no split files: seeded patient-level 90/10 train/val split of training/ "
-              f"({len(train)} / {len(val)} patients)")
+        if not quiet:
+            print(f"{NAME}: the 2019 release has no split files: seeded patient-level 90/10 train/val split of "
+                  f"training/ ({len(train)} / {len(val)} patients)")
     out = [(join(train_dir, p), p, splits[p], True) for p in training]
     test_dir = join(root, "testing")
     if os.path.isdir(test_dir):
@@ -196,17 +209,18 @@ def convert_view(folder: str, release: str, patient_dir: str, patient: str, view
 
 
 def convert_camus(source: str, dataset_id: int = DEFAULT_ID, num_processes: int = 1, overwrite: bool = False,
-                  dense_labels: bool = False) -> str:
+                  dense_labels: bool = False, split: str = "paper") -> str:
     """Convert either CAMUS release into Dataset<id>_CAMUS in nnUNet_raw; returns the dataset folder name.
     dense_labels keeps the interpolated half_sequence_gt maps of the in-between frames (default: ignore)."""
     release, root = find_release(source)
-    patients = find_patients(release, root)
+    patients = find_patients(release, root, split)
     folder_name = dataset_name(dataset_id, NAME)
     with staged_dataset(dataset_id, NAME, overwrite) as folder:
         jobs = [(folder, release, d, p, view, s, labelled, dense_labels)
                 for d, p, s, labelled in patients for view in VIEWS]
         metadata = dict(run_cases(convert_view, jobs, num_processes, f"converting {folder_name}"))
-        finish_echo_dataset(folder, folder_name, metadata, DESCRIPTION, REFERENCE)
+        groups = {case: case.split("_")[1] for case in metadata}  # CAMUS_patient0001_A2C -> patient0001
+        finish_echo_dataset(folder, folder_name, metadata, DESCRIPTION, REFERENCE, split, groups)
     return folder_name
 
 
@@ -219,8 +233,10 @@ def main(argv: Optional[list] = None) -> None:
     parser.add_argument("--dense_camus_labels", action="store_true",
                         help="keep the interpolated half_sequence_gt labels of the in-between frames (default: "
                              "ignore; NIfTI release only)")
+    add_split_argument(parser)
     args = parser.parse_args(argv)
-    name = convert_camus(args.i, args.d, args.np, args.overwrite, dense_labels=args.dense_camus_labels)
+    name = convert_camus(args.i, args.d, args.np, args.overwrite, dense_labels=args.dense_camus_labels,
+                         split=args.split)
     print(f"wrote {join(raw_root(), name)}")
 
 

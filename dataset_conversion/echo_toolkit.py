@@ -9,7 +9,9 @@ Output of every echo converter (the echo model's contract, see nnunetv2_universa
 - dataset.json: nnU-Net regions LV_epi = [1, 2], LV_endo = [1], ignore 3 (regions_class_order [2, 1]) plus
   echo_views, echo_classes and echo_case_metadata (dataset, view, annotated classes and frames, ED/ES output
   positions, source frames, reversed, split) for every case, test cases included;
-- splits_final.json: one fold with the dataset's official train/val split (test cases only in imagesTs/labelsTs).
+- splits_final.json: `--split paper` (default): the paper's Table 1 train/test partition, the training clips in 5
+  patient-level folds (nnU-Net's cross-validation; fold `all` trains on every training clip as the paper does);
+  `--split official`: one fold with the dataset's official train/val split. Test clips only in imagesTs/labelsTs.
 """
 from __future__ import annotations
 
@@ -23,13 +25,15 @@ import SimpleITK as sitk
 from batchgenerators.utilities.file_and_folder_operations import join, save_json
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
-from nnunetv2_universal.dataset_conversion.toolkit import FILE_ENDING, ConversionError
+from nnunetv2_universal.dataset_conversion.toolkit import FILE_ENDING, ConversionError, grouped_folds
 from nnunetv2_universal.echo.metadata import ECHO_CLASSES, ECHO_LABELS, ECHO_REGIONS_CLASS_ORDER, ECHO_VIEWS
 
 FRAMES = 16
 SIZE = 224
 IGNORE = 3
 SPLITS = ("train", "val", "test")
+SPLIT_MODES = ("paper", "official")  # paper: Table 1 of Kim et al. (train/test, no separate val)
+PAPER_FOLDS = 5
 CAVITY_ONLY = ["LV_endo"]  # EchoNet traces the LV cavity; the myocardium is unknown there
 CAVITY_AND_WALL = ["LV_epi", "LV_endo"]  # CAMUS
 
@@ -101,10 +105,37 @@ def case_metadata(dataset: str, view: str, classes: Sequence[str], annotated: Se
             "source_frames": [int(i) for i in indices], "reversed": bool(reversed_), "split": split}
 
 
+def paper_split(official: str) -> str:
+    """The paper trains on the official train + val parts and tests on the official test part (Table 1)."""
+    return "test" if official == "test" else "train"
+
+
+def add_split_argument(parser) -> None:
+    parser.add_argument("--split", choices=SPLIT_MODES, default="paper",
+                        help="paper (default): Table 1 of the echo paper (train/test; the training clips in 5 "
+                             "patient-level folds); official: the dataset's own train/val/test split")
+
+
+def echo_splits(parts: Mapping[str, List[str]], groups: Optional[Mapping[str, str]], split_mode: str) -> List[dict]:
+    """splits_final.json: official = one fold (train, val); paper = PAPER_FOLDS folds over the training clips, all
+    clips of one patient (`groups`: case -> patient; default each clip its own) in one fold."""
+    if split_mode == "official":
+        return [{"train": parts["train"], "val": parts["val"]}]
+    if split_mode != "paper":
+        raise ValueError(f"split must be one of {SPLIT_MODES}, got {split_mode!r}")
+    train = parts["train"] + parts["val"]
+    patient = {c: (groups or {}).get(c, c) for c in train}
+    n_folds = min(PAPER_FOLDS, len(set(patient.values())))
+    if n_folds < 2:  # one patient: nothing to hold out; validate on the training clips (as nnU-Net's fold "all")
+        return [{"train": sorted(train), "val": sorted(train)}]
+    return grouped_folds(patient, n_folds)
+
+
 def finish_echo_dataset(folder: str, folder_name: str, metadata: Mapping[str, dict], description: str,
-                        reference: str) -> List[dict]:
-    """dataset.json (nnU-Net's generate_dataset_json with the echo keys) and splits_final.json (one fold: the
-    train and val cases); returns the splits."""
+                        reference: str, split_mode: str = "paper",
+                        groups: Optional[Mapping[str, str]] = None) -> List[dict]:
+    """dataset.json (nnU-Net's generate_dataset_json with the echo keys) and splits_final.json (see
+    `echo_splits`); returns the splits."""
     parts = {p: sorted(c for c, m in metadata.items() if m["split"] == p) for p in SPLITS}
     if not parts["train"]:
         raise ConversionError(f"{folder_name}: no training clips found")
@@ -113,10 +144,11 @@ def finish_echo_dataset(folder: str, folder_name: str, metadata: Mapping[str, di
                           description=description, reference=reference, license="see the dataset's own terms",
                           converted_by="nnunetv2_universal", overwrite_image_reader_writer="SimpleITKIO",
                           echo_views=list(ECHO_VIEWS), echo_classes=dict(ECHO_CLASSES),
-                          echo_case_metadata={c: metadata[c] for c in sorted(metadata)})
-    splits = [{"train": parts["train"], "val": parts["val"]}]
+                          echo_case_metadata={c: metadata[c] for c in sorted(metadata)}, echo_split=split_mode)
+    splits = echo_splits(parts, groups, split_mode)
     save_json(splits, join(folder, "splits_final.json"), sort_keys=False)
-    print(f"{folder_name}: {len(parts['train'])} train / {len(parts['val'])} val / {len(parts['test'])} test clips")
+    print(f"{folder_name} ({split_mode} split): {len(parts['train'])} train / {len(parts['val'])} val / "
+          f"{len(parts['test'])} test clips; {len(splits)} fold(s)")
     return splits
 
 

@@ -18,7 +18,9 @@ shorter than 16 frames repeat frames, so ED and ES may be annotated on more than
 fewer than two traced frames are skipped and counted. EchoNet traces the LV cavity only: annotated_classes is
 ["LV_endo"], and the echo trainer leaves the myocardium (LV_epi) unsupervised for these clips.
 
-Splits: FileList's Split (TRAIN -> train, VAL -> val; TEST -> imagesTs + labelsTs). A tracing of a video FileList
+Splits: `--split paper` (default, the echo paper's Table 1): TRAIN + VAL (8,753 videos) train, in 5 folds (one video
+per patient); TEST (1,277) -> imagesTs + labelsTs. `--split official`: FileList's Split (TRAIN -> train, VAL -> val;
+TEST -> imagesTs + labelsTs). A tracing of a video FileList
 does not list, a traced frame beyond the video's length, a missing or unreadable video, an unknown Split and a
 non-numeric coordinate or frame are errors naming the case.
 """
@@ -31,9 +33,10 @@ from typing import Dict, List, Optional
 from batchgenerators.utilities.file_and_folder_operations import join
 
 from nnunetv2_universal.cli import console_command
-from nnunetv2_universal.dataset_conversion.echo_toolkit import (Polygon, convert_traced_video, finish_echo_dataset,
-                                                                parse_frame, parse_number, read_csv, report_skipped,
-                                                                video_stem)
+from nnunetv2_universal.dataset_conversion.echo_toolkit import (SPLIT_MODES, Polygon, add_split_argument,
+                                                                convert_traced_video, finish_echo_dataset,
+                                                                paper_split, parse_frame, parse_number, read_csv,
+                                                                report_skipped, video_stem)
 from nnunetv2_universal.dataset_conversion.toolkit import (ConversionError, converter_parser, dataset_name, raw_root,
                                                            require_nonempty, run_cases, staged_dataset)
 
@@ -67,9 +70,10 @@ def chord_polygons(rows: List[dict], path: str) -> Dict[str, Dict[int, Polygon]]
     return polygons
 
 
-def convert_echonet_dynamic(source: str, dataset_id: int = DEFAULT_ID, num_processes: int = 1,
-                            overwrite: bool = False) -> str:
-    """Convert EchoNet-Dynamic into Dataset<id>_EchoNetDynamic in nnUNet_raw; returns the dataset folder name."""
+def dynamic_jobs(source: str, split: str = "paper") -> list:
+    """(video, case, dataset, view, polygons, split) per convertible video; reads only the CSV files."""
+    if split not in SPLIT_MODES:
+        raise ValueError(f"split must be one of {SPLIT_MODES}, got {split!r}")
     if not os.path.isdir(source):
         raise ConversionError(f"source folder {source} does not exist")
     file_list = join(source, "FileList.csv")
@@ -96,15 +100,22 @@ def convert_echonet_dynamic(source: str, dataset_id: int = DEFAULT_ID, num_proce
         if len(polygons.get(stem, {})) < 2:
             skipped.append(stem)
             continue
+        official = SPLITS[row["Split"].upper()]
         jobs.append((join(source, "Videos", f"{stem}.avi"), f"DYN_{stem}", NAME, VIEW, polygons[stem],
-                     SPLITS[row["Split"].upper()]))
+                     paper_split(official) if split == "paper" else official))
     report_skipped(NAME, skipped)
-    require_nonempty(jobs, f"videos with two traced frames in {source}")
+    return require_nonempty(jobs, f"videos with two traced frames in {source}")
+
+
+def convert_echonet_dynamic(source: str, dataset_id: int = DEFAULT_ID, num_processes: int = 1,
+                            overwrite: bool = False, split: str = "paper") -> str:
+    """Convert EchoNet-Dynamic into Dataset<id>_EchoNetDynamic in nnUNet_raw; returns the dataset folder name."""
+    jobs = dynamic_jobs(source, split)
     folder_name = dataset_name(dataset_id, NAME)
     with staged_dataset(dataset_id, NAME, overwrite) as folder:
         metadata = dict(run_cases(convert_traced_video, [(folder, *job) for job in jobs], num_processes,
                                   f"converting {folder_name}"))
-        finish_echo_dataset(folder, folder_name, metadata, DESCRIPTION, REFERENCE)
+        finish_echo_dataset(folder, folder_name, metadata, DESCRIPTION, REFERENCE, split)
     return folder_name
 
 
@@ -113,8 +124,9 @@ def main(argv: Optional[list] = None) -> None:
     parser = converter_parser(f"Convert EchoNet-Dynamic (FileList.csv, VolumeTracings.csv, Videos/) into 16-frame "
                               f"echo clips (Dataset{DEFAULT_ID}_{NAME}).", DEFAULT_ID,
                               layout='EchoNet-Dynamic/ with FileList.csv, VolumeTracings.csv and Videos/<FileName>.avi')
+    add_split_argument(parser)
     args = parser.parse_args(argv)
-    name = convert_echonet_dynamic(args.i, args.d, args.np, args.overwrite)
+    name = convert_echonet_dynamic(args.i, args.d, args.np, args.overwrite, args.split)
     print(f"wrote {join(raw_root(), name)}")
 
 

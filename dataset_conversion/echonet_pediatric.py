@@ -19,7 +19,9 @@ of one (video, frame) are filled as a polygon (row = y, column = x) on the 112 x
 ES comes first in the file (`"reversed": true`). Videos with fewer than two traced frames are skipped and counted.
 LV cavity only: annotated_classes is ["LV_endo"].
 
-Splits: folds 0-7 -> train, 8 -> val, 9 -> test (imagesTs + labelsTs), the common convention for this dataset. The
+Splits: `--split paper` (default, the echo paper's Table 1): folds 0-7 -> train (in 5 patient-level folds), 8 and 9
+-> test (imagesTs + labelsTs). `--split official`: folds 0-7 -> train, 8 -> val, 9 -> test, the common convention
+for this dataset. The
 folds are patient-level (patient = the part of FileName before the first "-"); a patient listed in two folds
 (within or across the views) is an error, so a patient's clips never straddle splits.
 """
@@ -32,7 +34,8 @@ from typing import Dict, List, Optional, Tuple
 from batchgenerators.utilities.file_and_folder_operations import join
 
 from nnunetv2_universal.cli import console_command
-from nnunetv2_universal.dataset_conversion.echo_toolkit import (Polygon, convert_traced_video, finish_echo_dataset,
+from nnunetv2_universal.dataset_conversion.echo_toolkit import (SPLIT_MODES, Polygon, add_split_argument,
+                                                                convert_traced_video, finish_echo_dataset,
                                                                 parse_frame, parse_number, read_csv, report_skipped,
                                                                 video_stem)
 from nnunetv2_universal.dataset_conversion.toolkit import (ConversionError, converter_parser, dataset_name, raw_root,
@@ -43,13 +46,14 @@ NAME = "EchoNetPediatric"
 VIEWS = ("A4C", "PSAX")
 FILE_LIST_COLUMNS = ("FileName", "Split")
 TRACING_COLUMNS = ("FileName", "X", "Y", "Frame")
-TRAIN_FOLDS, VAL_FOLDS, TEST_FOLDS = tuple(range(8)), (8,), (9,)
+TRAIN_FOLDS, VAL_FOLDS, TEST_FOLDS = tuple(range(8)), (8,), (9,)  # official; paper: 8 and 9 both test
 DESCRIPTION = "EchoNet-Pediatric A4C and PSAX echo videos, 16-frame ED->ES clips, LV cavity at ED and ES."
 REFERENCE = "Reddy et al., J Am Soc Echocardiogr 36(5):482-489, 2023; https://echonet.github.io/pediatric/"
 
 
-def fold_split(fold: int) -> str:
-    return "train" if fold in TRAIN_FOLDS else "val" if fold in VAL_FOLDS else "test"
+def fold_split(fold: int, split: str = "paper") -> str:
+    official = "train" if fold in TRAIN_FOLDS else "val" if fold in VAL_FOLDS else "test"
+    return ("test" if official == "val" else official) if split == "paper" else official
 
 
 def find_view_folders(source: str) -> Dict[str, str]:
@@ -94,10 +98,10 @@ def parse_fold(row: dict, path: str, case: str) -> int:
     return int(fold)
 
 
-def convert_echonet_pediatric(source: str, dataset_id: int = DEFAULT_ID, num_processes: int = 1,
-                              overwrite: bool = False) -> str:
-    """Convert EchoNet-Pediatric (A4C and PSAX) into Dataset<id>_EchoNetPediatric in nnUNet_raw; returns the dataset
-    folder name."""
+def pediatric_jobs(source: str, split: str = "paper") -> list:
+    """(video, case, dataset, view, polygons, split) per convertible video; reads only the CSV files."""
+    if split not in SPLIT_MODES:
+        raise ValueError(f"split must be one of {SPLIT_MODES}, got {split!r}")
     jobs, skipped = [], []
     patient_fold: Dict[str, Tuple[int, str]] = {}  # patient -> (fold, the first case that set it)
     for view, folder in find_view_folders(source).items():
@@ -119,18 +123,27 @@ def convert_echonet_pediatric(source: str, dataset_id: int = DEFAULT_ID, num_pro
             if len(polygons.get(stem, {})) < 2:
                 skipped.append(case)
                 continue
-            jobs.append((join(folder, "Videos", f"{stem}.avi"), case, NAME, view, polygons[stem], fold_split(fold)))
+            jobs.append((join(folder, "Videos", f"{stem}.avi"), case, NAME, view, polygons[stem],
+                         fold_split(fold, split)))
         orphans = sorted(set(polygons) - listed)
         if orphans:
             raise ConversionError(f"case PED_{orphans[0]}_{view}: {tracings} traces {orphans[0]}.avi, a video "
                                   f"{file_list} does not list")
     report_skipped(NAME, skipped)
-    require_nonempty(jobs, f"videos with two traced frames in {source}")
+    return require_nonempty(jobs, f"videos with two traced frames in {source}")
+
+
+def convert_echonet_pediatric(source: str, dataset_id: int = DEFAULT_ID, num_processes: int = 1,
+                              overwrite: bool = False, split: str = "paper") -> str:
+    """Convert EchoNet-Pediatric (A4C and PSAX) into Dataset<id>_EchoNetPediatric in nnUNet_raw; returns the dataset
+    folder name."""
+    jobs = pediatric_jobs(source, split)
     folder_name = dataset_name(dataset_id, NAME)
     with staged_dataset(dataset_id, NAME, overwrite) as folder:
         metadata = dict(run_cases(convert_traced_video, [(folder, *job) for job in jobs], num_processes,
                                   f"converting {folder_name}"))
-        finish_echo_dataset(folder, folder_name, metadata, DESCRIPTION, REFERENCE)
+        groups = {job[1]: os.path.basename(job[0]).split("-")[0] for job in jobs}  # case -> patient
+        finish_echo_dataset(folder, folder_name, metadata, DESCRIPTION, REFERENCE, split, groups)
     return folder_name
 
 
@@ -140,8 +153,9 @@ def main(argv: Optional[list] = None) -> None:
                               f"Videos/) into 16-frame echo clips (Dataset{DEFAULT_ID}_{NAME}).", DEFAULT_ID,
                               layout=('pediatric_echo_avi/ (or its parent) with A4C/ and PSAX/, each FileList.csv, '
                                       'VolumeTracings.csv, Videos/'))
+    add_split_argument(parser)
     args = parser.parse_args(argv)
-    name = convert_echonet_pediatric(args.i, args.d, args.np, args.overwrite)
+    name = convert_echonet_pediatric(args.i, args.d, args.np, args.overwrite, args.split)
     print(f"wrote {join(raw_root(), name)}")
 
 

@@ -92,7 +92,7 @@ def test_sample_indices_span_duplicates_and_reversal():
 def test_camus_nifti_release(tmp_path, monkeypatch):
     source = fake.make_camus_nifti(str(tmp_path / "download"))
     raw = set_raw(monkeypatch, tmp_path)
-    camus.main(["-i", os.path.dirname(source)])  # the parent of CAMUS_public is found too
+    camus.main(["-i", os.path.dirname(source), "--split", "official"])  # the parent of CAMUS_public is found too
     folder = os.path.join(raw, "Dataset630_CAMUS")
     assert sorted(os.listdir(os.path.join(folder, "imagesTr"))) == [
         "CAMUS_patient0001_A2C_0000.nii.gz", "CAMUS_patient0001_A4C_0000.nii.gz",
@@ -146,7 +146,7 @@ def test_camus_dense_labels_keep_the_interpolated_frames(tmp_path, monkeypatch):
 def test_camus_mhd_release(tmp_path, monkeypatch, capsys):
     source = fake.make_camus_mhd(str(tmp_path / "download"))
     raw = set_raw(monkeypatch, tmp_path)
-    camus.main(["-i", source, "-d", "640"])
+    camus.main(["-i", source, "-d", "640", "--split", "official"])
     assert "seeded patient-level 90/10" in capsys.readouterr().out
     folder = os.path.join(raw, "Dataset640_CAMUS")
     dataset, splits = load_dataset(folder)
@@ -171,7 +171,7 @@ def test_camus_mhd_release(tmp_path, monkeypatch, capsys):
 def test_echonet_dynamic(tmp_path, monkeypatch, capsys):
     source = fake.make_dynamic(str(tmp_path / "download"))
     raw = set_raw(monkeypatch, tmp_path)
-    echonet_dynamic.main(["-i", source])
+    echonet_dynamic.main(["-i", source, "--split", "official"])
     assert "1 video(s) with fewer than two traced frames skipped (0X5E)" in capsys.readouterr().out
     folder = os.path.join(raw, "Dataset631_EchoNetDynamic")
     dataset, splits = load_dataset(folder)
@@ -199,7 +199,7 @@ def test_echonet_dynamic(tmp_path, monkeypatch, capsys):
 def test_echonet_pediatric(tmp_path, monkeypatch, capsys, nested):
     source = fake.make_pediatric(str(tmp_path / "download"), nested=nested)
     raw = set_raw(monkeypatch, tmp_path)
-    echonet_pediatric.main(["-i", source if nested else os.path.dirname(source)])
+    echonet_pediatric.main(["-i", source if nested else os.path.dirname(source), "--split", "official"])
     assert "2 video(s) with fewer than two traced frames skipped" in capsys.readouterr().out
     folder = os.path.join(raw, "Dataset632_EchoNetPediatric")
     dataset, splits = load_dataset(folder)

@@ -99,8 +99,8 @@ def test_query_cache_round_trip(tmp_path):
 def test_class_text_embeddings_from_local_bert(stand_ins, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     texts = ["left ventricle epicardium", "left ventricle endocardium"]
-    cls = class_text_embeddings(texts, stand_ins["bert"])
-    mean = class_text_embeddings(texts, stand_ins["bert"], pooling="mean")
+    cls = class_text_embeddings(texts, stand_ins["bert"], pooling="cls")
+    mean = class_text_embeddings(texts, stand_ins["bert"])  # default: mean over the tokens
     assert cls.shape == mean.shape == (2, BERT_HIDDEN)
     assert not torch.allclose(cls[0], cls[1]) and not torch.allclose(cls, mean)
     monkeypatch.delenv("nnUNet_universal_clinicalbert", raising=False)
@@ -135,7 +135,9 @@ def test_network_shapes_gradients_and_selection(tmp_path):
     x, query = torch.randn(2, 1, FRAMES, SIZE, SIZE), torch.randn(2, SAM_OUT)
     net.train()
     logits, aux = net.forward_with_aux(x, query=query, views=torch.tensor([0, 2]))
-    assert logits.shape == (2, 2, FRAMES, SIZE, SIZE) and aux["scores"].shape == (2, 2, FRAMES, SIZE, SIZE)
+    # score maps one decoder stage above full resolution (the template's last stride is 1x2x2)
+    assert logits.shape == (2, 2, FRAMES, SIZE, SIZE) and aux["scores"].shape == (2, 2, FRAMES, SIZE // 2, SIZE // 2)
+    assert net.decoder.transpconvs[-1].in_channels == 16 + 2  # the score maps travel up with the features
     assert aux["selection"].indices.tolist() == [[0, 1, 2], [6, 7, 8]]  # training: the view's own slots
     (logits.mean() - aux["selection"].matching.mean()).backward()
     assert net.prompt_pool.keys.grad.abs().sum() > 0 and net.prompt_pool.values.grad.abs().sum() > 0
@@ -315,7 +317,7 @@ def test_score_maps_are_cosines_of_projected_voxels_and_text(tmp_path):
     net = make_network(folder=tmp_path)
     net.class_embeddings.normal_()
     features = torch.randn(2, net.pixel_projection.in_channels, 4, 8, 8, requires_grad=True)
-    embeddings = net.centred_class_embeddings()
+    embeddings = net.text_embeddings()
     fused = net.score_maps(features, embeddings)
     pixels = F.normalize(net.pixel_projection(features), dim=1, eps=1e-6)
     text = F.normalize(net.text_projection(embeddings), dim=1, eps=1e-6)
@@ -324,3 +326,104 @@ def test_score_maps_are_cosines_of_projected_voxels_and_text(tmp_path):
     torch.testing.assert_close(torch.autograd.grad(fused.square().sum(), features)[0],
                                torch.autograd.grad(definition.square().sum(), features)[0])
     assert fused.abs().max() <= 1 + 1e-5
+
+
+# ---------------------------------------------------------------- paper fidelity (issue 15)
+
+def test_text_codes_keep_the_text_distinct_and_not_antipodal(tmp_path, stand_ins):
+    """Mean-pooled token states, each scaled to unit length, no centring over the classes: the two classes' codes
+    differ and are not +-u (centring two vectors makes them exactly antipodal, like a centred one-hot code)."""
+    texts = ["left ventricle epicardium", "left ventricle endocardium"]
+    net = make_network(folder=tmp_path)
+    net.class_embeddings.copy_(class_text_embeddings(texts, stand_ins["bert"]))
+    net.class_embeddings_ready.fill_(True)
+    cos = torch.nn.functional.cosine_similarity
+    embeddings = net.text_embeddings()
+    assert torch.allclose(embeddings.norm(dim=1), torch.ones(2))
+    assert -0.5 < float(cos(embeddings[0], embeddings[1], dim=0)) < 0.999
+    codes = net.text_code(embeddings)
+    assert -0.5 < float(cos(codes[0], codes[1], dim=0).detach()) < 0.999
+    centred = embeddings - embeddings.mean(0)
+    assert float(cos(centred[0], centred[1], dim=0)) == pytest.approx(-1.0, abs=1e-5)  # what the old code did
+
+
+def test_score_maps_at_full_resolution_is_a_switch(tmp_path):
+    net = make_network(folder=tmp_path, text_mode="onehot", score_map_stage=0).eval()
+    with torch.no_grad():
+        logits, aux = net.forward_with_aux(torch.randn(1, 1, FRAMES, SIZE, SIZE), query=torch.randn(1, SAM_OUT))
+    assert aux["scores"].shape == logits.shape == (1, 2, FRAMES, SIZE, SIZE)
+    assert net.head_input[-1].in_channels == 8 + 2 and net.decoder.transpconvs[-1].in_channels == 16
+    with pytest.raises(ValueError, match="score_map_stage"):
+        make_network(folder=tmp_path, score_map_stage=2)
+
+
+def _loss_stub(**attributes):
+    from types import SimpleNamespace
+    from nnunetv2_universal.training.echo_trainer import EchoPromptTrainer
+    stub = SimpleNamespace(loss_mode="safe", seg_loss="bce", pixel_text_weight=1.0, segmentation_weight=1.0,
+                           prompt_weight=1.0, score_temperature=0.07, num_epochs=4, num_iterations_per_epoch=5,
+                           current_epoch=0, _iteration_in_epoch=0)
+    stub.__dict__.update(attributes)
+    stub.training_progress = lambda: EchoPromptTrainer.training_progress(stub)
+    return stub, EchoPromptTrainer.compute_loss
+
+
+def test_losses_follow_the_paper():
+    """L_seg = 1 * pixel-text CE (at the score maps' resolution) + 1 * masked BCE; paper total
+    (1 - lambda(t)) L_seg - lambda(t) L_pr with t counted in iterations; safe total L_seg - lambda(t) L_pr."""
+    from types import SimpleNamespace
+    import torch.nn.functional as F
+    from nnunetv2_universal.training.echo_trainer import masked_bce, masked_dice
+    torch.manual_seed(0)
+    logits = torch.randn(2, 2, FRAMES, 8, 8)
+    scores = torch.rand(2, 2, FRAMES, 4, 4) * 2 - 1
+    target = (torch.rand(2, 2, FRAMES, 8, 8) > 0.5).float()
+    frame_mask = torch.zeros(2, 1, FRAMES, 8, 8)
+    frame_mask[:, :, [0, FRAMES - 1]] = 1
+    available = torch.tensor([[1.0, 1.0], [0.0, 1.0]])
+    matching = torch.tensor([2.0, 1.0])
+    aux = {"scores": scores, "selection": SimpleNamespace(matching=matching)}
+    small = dict(size=(FRAMES, 4, 4), mode="nearest")
+    pixel_text = masked_bce(scores / 0.07, F.interpolate(target, **small), F.interpolate(frame_mask, **small),
+                            available)
+    seg = pixel_text + masked_bce(logits, target, frame_mask, available)
+    for epoch, step in ((0, 0), (2, 3), (3, 4)):
+        lam = ramp((epoch * 5 + step) / 19)  # per iteration: 4 epochs x 5 iterations
+        stub, compute = _loss_stub(loss_mode="paper", current_epoch=epoch, _iteration_in_epoch=step)
+        torch.testing.assert_close(compute(stub, logits, aux, target, frame_mask, available),
+                                   (1 - lam) * seg - lam * 1.5)
+        stub, compute = _loss_stub(current_epoch=epoch, _iteration_in_epoch=step)
+        torch.testing.assert_close(compute(stub, logits, aux, target, frame_mask, available), seg - lam * 1.5)
+    stub, compute = _loss_stub(current_epoch=3, _iteration_in_epoch=4, loss_mode="paper")
+    assert stub.training_progress() == 1.0 and float(compute(stub, logits, aux, target, frame_mask,
+                                                             available)) == pytest.approx(-1.5)
+    stub, compute = _loss_stub(seg_loss="bce_dice")
+    torch.testing.assert_close(compute(stub, logits, aux, target, frame_mask, available),
+                               seg + masked_dice(logits, target, frame_mask, available) - ramp(0.0) * 1.5)
+
+
+def test_one_epoch_is_one_pass_over_the_clips():
+    from nnunetv2_universal.training.echo_trainer import epoch_iterations
+    assert epoch_iterations(8753 + 900 + 2580 + 3559, 5) == 3159  # Table 1's training clips at batch 5
+    assert epoch_iterations(10, 5) == 2 and epoch_iterations(11, 5) == 3 and epoch_iterations(0, 5) == 1
+
+
+def test_paper_augmentation_flips_left_right_never_time():
+    """Frame t holds the value t everywhere but a marker column on the left: after the pipeline (no rotation or
+    shear here) the frames keep their order, and the marker is sometimes on the right (flip), never elsewhere."""
+    from nnunetv2_universal.echo.augmentation import InPlaneShear, paper_training_transforms
+    transforms = paper_training_transforms((FRAMES, 16, 16), (-0.52, 0.52), (-0.2, 0.2), 0.0, 0.0, flip_axis=2,
+                                           regions=None, ignore_label=None)
+    image = torch.arange(FRAMES, dtype=torch.float32)[None, :, None, None].repeat(1, 1, 16, 16)
+    image[..., 0] = 100
+    seen = set()
+    np.random.seed(0)
+    for _ in range(20):
+        out = transforms(image=image.clone(), segmentation=torch.zeros(1, FRAMES, 16, 16))["image"]
+        assert torch.equal(out[0, :, 5, 5], torch.arange(FRAMES, dtype=torch.float32))  # time order kept
+        seen.add("left" if bool((out[..., 0] == 100).all()) else "right" if bool((out[..., -1] == 100).all())
+                 else "other")
+    assert seen == {"left", "right"}
+    sheared = InPlaneShear((0.3, 0.3))(image=image.clone(), segmentation=torch.ones(1, FRAMES, 16, 16))
+    assert not torch.equal(sheared["image"], image) and sheared["segmentation"].min() == -1  # corners outside
+    assert torch.allclose(sheared["image"][0, :, 8, 8], torch.arange(FRAMES, dtype=torch.float32))  # centre fixed

@@ -22,10 +22,11 @@ class TextEncoderError(RuntimeError):
 
 
 @torch.no_grad()
-def class_text_embeddings(class_texts: Sequence[str], path: Optional[str] = None, pooling: str = "cls",
+def class_text_embeddings(class_texts: Sequence[str], path: Optional[str] = None, pooling: str = "mean",
                           template: str = PROMPT_TEMPLATE) -> torch.Tensor:
-    """(K, hidden) embeddings of template.format(text) per class: the [CLS] token (default) or the mean over
-    the non-padding tokens of BERT's last hidden state."""
+    """(K, hidden) embeddings of template.format(text) per class: the mean over the non-padding tokens of BERT's
+    last hidden state (default: the class words enter directly), or the [CLS] state ("cls"), which for prompts
+    that differ in one word is nearly parallel across the classes."""
     from transformers import BertModel, BertTokenizer
 
     if pooling not in POOLINGS:

@@ -6,8 +6,10 @@ Per clip (B, 1, T, H, W), time first:
 - prompt pool (views x 3 keys/values): top-k keys by cosine with q (no view id needed), or in training the view's
   own slots; the selected values, averaged, give the prompt code;
 - class text embeddings F(c) (K, Dt): ClinicalBERT, stored as a buffer (`class_embeddings`);
-- pixel-text score maps S (B, K, T, H, W): cosine of projected decoder features and projected F(c), concatenated
-  to the decoder features;
+- pixel-text score maps S (B, K, T', H', W'): cosine of projected decoder features and projected F(c) at a reduced
+  resolution (`score_map_stage` decoder stages above the full-resolution output; the paper's auxiliary
+  segmentation "at a lower resolution"), concatenated to that stage's features, which the decoder then carries on
+  (`score_map_stage=0`: full resolution, concatenated to the head input);
 - controller: [image code, text code of class k, prompt code] -> 153 parameters of a 3-layer 1x1x1 head per
   (sample, class); one sigmoid logit map per class (nnU-Net regions).
 
@@ -46,7 +48,7 @@ class EchoPromptNetwork(_StemmedUNetParts, ConditionedNetwork):
                  prompt_length: int = 5, top_k: int = 3, query_dim: int = 256, query_image_size: int = 224,
                  text_dim: int = 768, score_dim: int = 64, code_dim: int = 256, head_channels: int = 8,
                  text_mode: str = "clinicalbert", prompt_selection: str = "pool", train_view_masking: bool = True,
-                 patch_size=None, **_ignored):
+                 score_map_stage: int = 1, patch_size=None, **_ignored):
         super().__init__()
         if text_mode not in TEXT_MODES or prompt_selection not in PROMPT_SELECTIONS:
             raise ValueError(f"text_mode must be one of {TEXT_MODES} and prompt_selection one of "
@@ -65,6 +67,13 @@ class EchoPromptNetwork(_StemmedUNetParts, ConditionedNetwork):
                             None, True, True, extra_bottleneck_channels=0)
         self.decoder.seg_layers = nn.ModuleList()  # the dynamic head replaces them (no unused parameters for DDP)
         full_res, bottleneck = self.encoder.output_channels[0], self.encoder.output_channels[-1]
+        n_decoder = len(self.decoder.stages)
+        if not 0 <= score_map_stage < n_decoder:
+            raise ValueError(f"score_map_stage must be in 0..{n_decoder - 1} (decoder stages above full resolution), "
+                             f"got {score_map_stage}")
+        self.score_map_stage = score_map_stage
+        self._score_stage_index = n_decoder - 1 - score_map_stage  # the decoder stage whose output is scored
+        score_channels = self.encoder.output_channels[-(self._score_stage_index + 2)]
 
         # class embeddings: ClinicalBERT (filled by the trainer, saved with the weights) or one-hot codes
         if text_mode == "clinicalbert":
@@ -76,8 +85,13 @@ class EchoPromptNetwork(_StemmedUNetParts, ConditionedNetwork):
         embed_dim = self.class_embeddings.shape[1]
         self.uses_score_maps = text_mode != "none"
         if self.uses_score_maps:
-            self.pixel_projection = conv_op(full_res, score_dim, 1)
+            self.pixel_projection = conv_op(score_channels, score_dim, 1)
             self.text_projection = nn.Linear(embed_dim, score_dim)
+            if score_map_stage > 0:  # the next up-sampling also reads the K score maps
+                old = self.decoder.transpconvs[self._score_stage_index + 1]
+                self.decoder.transpconvs[self._score_stage_index + 1] = type(old)(
+                    old.in_channels + num_classes, old.out_channels, old.kernel_size, old.stride,
+                    bias=old.bias is not None)
 
         self.prompt_pool = PromptPool(num_views, prompts_per_view, prompt_length, query_dim, top_k)
         self.image_code = nn.Sequential(norm_op(bottleneck, **norm_op_kwargs), nonlin(**nonlin_kwargs))
@@ -86,7 +100,7 @@ class EchoPromptNetwork(_StemmedUNetParts, ConditionedNetwork):
         # identical codes make identical heads (observed: LV_epi collapsed onto LV_endo).
         self.text_code = nn.Linear(embed_dim, code_dim)
         self.prompt_code = nn.Linear(query_dim, code_dim)
-        head_in = full_res + (num_classes if self.uses_score_maps else 0)
+        head_in = full_res + (num_classes if self.uses_score_maps and score_map_stage == 0 else 0)
         self.head_input = nn.Sequential(norm_op(head_in, **norm_op_kwargs), nonlin(**nonlin_kwargs),
                                         conv_op(head_in, head_channels, 1))
         self.head = GeneratedConvHead([(head_channels, head_channels), (head_channels, head_channels),
@@ -131,22 +145,25 @@ class EchoPromptNetwork(_StemmedUNetParts, ConditionedNetwork):
             return views
         return views if (self.training and self.train_view_masking) else None
 
-    def _decode(self, skips: Sequence[torch.Tensor]) -> torch.Tensor:
-        x = skips[-1]
-        for s in range(len(self.decoder.stages)):
+    def _decode(self, skips: Sequence[torch.Tensor],
+                class_embeddings: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Full-resolution decoder features and the score maps (None without text); below full resolution the
+        score maps join the scored stage's features on their way up."""
+        x, scores = skips[-1], None
+        last = len(self.decoder.stages) - 1
+        for s in range(last + 1):
             x = self.decoder.stages[s](torch.cat((self.decoder.transpconvs[s](x), skips[-(s + 2)]), 1))
-        return x
+            if self.uses_score_maps and s == self._score_stage_index:
+                scores = self.score_maps(x, class_embeddings)
+                if s < last:
+                    x = torch.cat((x, scores.to(x.dtype)), 1)
+        return x, scores
 
-    def centred_class_embeddings(self) -> torch.Tensor:
-        """Class embeddings minus their mean over classes, L2-normalised. The prompts share the template ("An
-        echocardiography of ...") and differ in one word, so BERT [CLS] embeddings are nearly parallel (cosine
-        ~1, difference norm ~1e-3 for a random-init BERT): raw, they give both classes the same controller code,
-        the same generated head and the same map (observed: LV_epi collapsed onto LV_endo). Centring removes the
-        shared part, normalising makes the class-specific part O(1)."""
-        embeddings = self.class_embeddings
-        if embeddings.shape[0] > 1:
-            embeddings = F.normalize(embeddings - embeddings.mean(0, keepdim=True), dim=1, eps=1e-12)
-        return embeddings
+    def text_embeddings(self) -> torch.Tensor:
+        """(K, D) class embeddings, each scaled to unit length (BERT states have norms ~10; the learned projections
+        then start at O(1)). No centring over the classes: with two classes that would leave +-u, the same as a
+        centred one-hot code, and drop what the text says (docs/explanation/echo-model.md)."""
+        return F.normalize(self.class_embeddings, dim=1, eps=1e-12)
 
     def score_maps(self, features: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:
         """(B, K, *spatial) cosine between each voxel's projected feature and each class's projected embedding."""
@@ -179,10 +196,10 @@ class EchoPromptNetwork(_StemmedUNetParts, ConditionedNetwork):
             self.view_votes.extend(selection.voted_group(self.prompt_pool.per_group, self.num_views).tolist())
 
         skips = self.encoder(x)
-        features = self._decode(skips)
-        class_embeddings = self.centred_class_embeddings()
-        scores = self.score_maps(features, class_embeddings) if self.uses_score_maps else None
-        head_features = self.head_input(features if scores is None else torch.cat((features, scores), 1))
+        class_embeddings = self.text_embeddings()
+        features, scores = self._decode(skips, class_embeddings)
+        at_full_resolution = scores is not None and self.score_map_stage == 0
+        head_features = self.head_input(torch.cat((features, scores), 1) if at_full_resolution else features)
 
         spatial_dims = tuple(range(2, skips[-1].ndim))
         image_code = self.image_code_projection(self.image_code(skips[-1]).mean(spatial_dims))  # (B, code)

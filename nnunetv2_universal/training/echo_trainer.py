@@ -1,16 +1,21 @@
 """EchoPromptTrainer: nnU-Net's trainer for the view-agnostic echocardiography model on an echo collection.
 
-Paper defaults: MADGRAD, lr 1e-4, batch 5 (from the plans template), 100 epochs. Targets are nnU-Net regions
-(LV_epi = labels 1+2, LV_endo = label 1) plus the ignore channel that marks un-annotated frames. The loss
-(masked BCE + masked Dice) sees only annotated frames and only the classes a case's dataset annotates
-(`echo_case_metadata[case].annotated_classes`: EchoNet has LV_endo only), so both get exactly zero gradient.
+Paper defaults: MADGRAD, lr 1e-4, batch 5 (from the plans template), 100 epochs of one pass over the training
+clips each (iterations per epoch = ceil(training clips / batch)). Augmentation: random left-right flip, in-plane
+rotation within +-30 degrees and shear, never a flip in time. Targets are nnU-Net regions (LV_epi = labels 1+2,
+LV_endo = label 1) plus the ignore channel that marks un-annotated frames. Every loss sees only annotated frames and
+only the classes a case's dataset annotates (`echo_case_metadata[case].annotated_classes`: EchoNet has LV_endo
+only), so both get exactly zero gradient.
 Before the first step the SAM query of every case is computed once from its (unaugmented) first frame and cached
 in the preprocessed folder; training steps read the cache and never run SAM. ClinicalBERT embeddings of the class
 prompts are computed once and stored in the network's buffer (saved with every checkpoint).
 
-Loss forms (`loss_mode`): "safe" (default, w_pr = 1) L_seg + w_pix L_pix - lambda(t) w_pr L_pr; "paper"
-(1 - lambda(t)) L_seg + w_pix L_pix - lambda(t) L_pr, where lambda(t) = exp(-5 (1 - t / t_max)^2) reaches 1 at the
-last epoch, i.e. the paper's form stops training the segmentation at the end (docs/explanation/echo-model.md).
+Losses (the paper's): L_seg = lambda1 L_pixel-text + lambda2 L_BCE with lambda1 = lambda2 = 1; L_pixel-text is a
+cross-entropy (binary, per class: the classes are nested regions) on the score maps / 0.07 at their reduced
+resolution, L_BCE the masked BCE of the logits (`seg_loss = "bce_dice"` adds a masked Dice). Total (`loss_mode`):
+"safe" (default) L_seg - lambda(t) w_pr L_pr with w_pr = 1; "paper" (1 - lambda(t)) L_seg - lambda(t) L_pr, where
+lambda(t) = exp(-5 (1 - t / t_max)^2) over training iterations reaches 1 at the last one, i.e. the paper's form
+stops training the segmentation at the end (docs/explanation/echo-model.md).
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast, nn
 from torch import distributed as dist
 
+from nnunetv2_universal.echo.augmentation import paper_training_transforms
 from nnunetv2_universal.echo.metadata import EchoMetadata
 from nnunetv2_universal.echo.query_encoder import QueryCache, load_sam_query_encoder, sam_input
 from nnunetv2_universal.echo.text_embeddings import class_text_embeddings
@@ -45,6 +51,13 @@ from nnunetv2_universal.training.task_logging import TASK_DICE_KEY, TaskAwareLoc
 
 ECHO_NETWORK = "nnunetv2_universal.networks.echo_prompt.EchoPromptNetwork"
 LOSS_MODES = ("safe", "paper")
+SEG_LOSSES = ("bce", "bce_dice")
+AUGMENTATIONS = ("paper", "nnunet")
+
+
+def epoch_iterations(clips: int, batch_size: int) -> int:
+    """Iterations of one pass over `clips` clips in batches of `batch_size` (the last batch may be partial)."""
+    return max(1, math.ceil(clips / batch_size))
 
 
 def ramp(progress: float) -> float:
@@ -63,22 +76,46 @@ class WholeClipDataLoader(nnUNetDataLoader):
         return lbs, ubs
 
 
-def masked_bce_dice(logits: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor,
-                    available: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
-    """BCE + soft Dice over annotated voxels of available classes.
+def _weights(logits: torch.Tensor, frame_mask: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
+    return frame_mask * available.reshape(*available.shape, *[1] * (logits.ndim - 2))
+
+
+def masked_bce(logits: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor,
+               available: torch.Tensor) -> torch.Tensor:
+    """Mean BCE over annotated voxels of available classes.
 
     logits, target (B, K, *spatial); frame_mask (B, 1, *spatial), 1 on annotated frames; available (B, K).
     Masked voxels and unavailable (sample, class) pairs contribute exactly zero gradient."""
-    weight = frame_mask * available.reshape(*available.shape, *[1] * (logits.ndim - 2))
+    weight = _weights(logits, frame_mask, available)
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    bce = (bce * weight).sum() / weight.sum().clamp_min(1.0)
+    return (bce * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def masked_dice(logits: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor, available: torch.Tensor,
+                smooth: float = 1e-5) -> torch.Tensor:
+    """1 - soft Dice per (sample, class) over annotated voxels, averaged over available pairs."""
+    weight = _weights(logits, frame_mask, available)
     dims = tuple(range(2, logits.ndim))
     probs = torch.sigmoid(logits) * weight
     intersection = (probs * target).sum(dims)
     denominator = probs.sum(dims) + (target * weight).sum(dims)
     dice = 1 - (2 * intersection + smooth) / (denominator + smooth)
     valid = available * (frame_mask.sum(dims) > 0).float()
-    return bce + (dice * valid).sum() / valid.sum().clamp_min(1.0)
+    return (dice * valid).sum() / valid.sum().clamp_min(1.0)
+
+
+def masked_bce_dice(logits, target, frame_mask, available) -> torch.Tensor:
+    return masked_bce(logits, target, frame_mask, available) + masked_dice(logits, target, frame_mask, available)
+
+
+SEG_LOSS_FUNCTIONS = {"bce": masked_bce, "bce_dice": masked_bce_dice}
+
+
+def resized_like(volume: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour resampling of targets / masks to the score maps' (reduced) resolution."""
+    if volume.shape[2:] == like.shape[2:]:
+        return volume
+    return F.interpolate(volume, size=like.shape[2:], mode="nearest")
 
 
 class EchoPromptTrainer(ConditionSensitivityLogging, SafeCheckpoints, nnUNetTrainer):
@@ -86,11 +123,17 @@ class EchoPromptTrainer(ConditionSensitivityLogging, SafeCheckpoints, nnUNetTrai
 
     network_overrides: dict = {}  # architecture kwargs a variant changes (ablations)
     loss_mode = "safe"
-    pixel_text_weight = 0.4  # DenseCLIP's auxiliary weight (the paper gives none)
-    prompt_weight = 1.0  # "safe" form; the matching loss trains only the keys (see docs/explanation/echo-model.md)
+    seg_loss = "bce"  # the paper's L_BCE; "bce_dice" adds a masked soft Dice
+    pixel_text_weight = 1.0  # lambda1 (= lambda2 in the paper)
+    segmentation_weight = 1.0  # lambda2
+    prompt_weight = 1.0  # w_pr of the "safe" form: the matching loss trains only the keys (docs/explanation/echo-model.md)
     score_temperature = 0.07  # DenseCLIP's tau for the pixel-text logits
-    rotation_degrees = 15.0  # echo views have a canonical orientation: no +-180 degree in-plane rotation
-    text_pooling = "cls"
+    augmentation = "paper"  # left-right flip, rotation, shear; "nnunet": nnU-Net's pipeline without mirroring
+    rotation_degrees = 30.0  # the paper's +-30 degrees
+    shear_range = (-0.2, 0.2)  # in-plane shear factor (the paper gives no range)
+    augmentation_probability = 0.5  # per clip, for rotation and shear (the paper gives none); flip: 0.5 per clip
+    epoch_is_one_pass = True  # iterations per epoch = ceil(training clips / batch), as the paper's epochs
+    text_pooling = "mean"  # mean of the prompt's token states (keeps the class words; [CLS] is near-parallel)
     query_batch_size = 16
     # The view prompts may legitimately change little (the model is meant to be view-agnostic): the condition
     # sensitivity is logged for information, without the "ignores its prompt" warning.
@@ -99,14 +142,16 @@ class EchoPromptTrainer(ConditionSensitivityLogging, SafeCheckpoints, nnUNetTrai
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        if self.loss_mode not in LOSS_MODES:
-            raise ValueError(f"loss_mode must be one of {LOSS_MODES}, got {self.loss_mode!r}")
+        for name, allowed in (("loss_mode", LOSS_MODES), ("seg_loss", SEG_LOSSES), ("augmentation", AUGMENTATIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         self.metadata = EchoMetadata(dataset_json)
         self.initial_lr = 1e-4
         self.weight_decay = 0.0
         self.num_epochs = 100
         self.enable_deep_supervision = False
         self.query_cache: Optional[QueryCache] = None
+        self._iteration_in_epoch = 0
         self.logger.local_logger = TaskAwareLocalLogger([])  # + the condition diagnostic (over views)
 
     # ---- network
@@ -137,8 +182,8 @@ class EchoPromptTrainer(ConditionSensitivityLogging, SafeCheckpoints, nnUNetTrai
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
-        # No mirroring (time and left/right anatomy must keep their direction; frame 0 must stay ED) and a small
-        # in-plane rotation only.
+        # No mirroring at prediction and no flip in time (frame 0 must stay ED); in-plane rotation only. The
+        # paper's left-right flip is part of the training pipeline (get_training_transforms).
         patch_size = self.configuration_manager.patch_size
         angle = self.rotation_degrees / 180.0 * np.pi
         rotation = (-angle, angle)
@@ -157,11 +202,22 @@ class EchoPromptTrainer(ConditionSensitivityLogging, SafeCheckpoints, nnUNetTrai
             self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
         labels = dict(foreground_labels=self.label_manager.foreground_labels,
                       regions=self.label_manager.foreground_regions, ignore_label=self.label_manager.ignore_label)
-        tr_transforms = self.get_training_transforms(patch_size, rotation, None, mirror_axes, dummy_2d,
-                                                     use_mask_for_norm=self.configuration_manager.use_mask_for_norm,
-                                                     is_cascaded=False, **labels)
+        if self.augmentation == "paper":
+            tr_transforms = paper_training_transforms(
+                patch_size, rotation, self.shear_range, self.augmentation_probability, self.augmentation_probability,
+                flip_axis=len(patch_size) - 1, regions=labels["regions"], ignore_label=labels["ignore_label"])
+        else:
+            tr_transforms = self.get_training_transforms(
+                patch_size, rotation, None, mirror_axes, dummy_2d,
+                use_mask_for_norm=self.configuration_manager.use_mask_for_norm, is_cascaded=False, **labels)
         val_transforms = self.get_validation_transforms(None, is_cascaded=False, **labels)
         dataset_tr, dataset_val = self.get_tr_and_val_datasets()
+        if self.epoch_is_one_pass:  # an epoch = one pass over the clips (global batch across DDP ranks)
+            global_batch = self.configuration_manager.batch_size
+            self.num_iterations_per_epoch = epoch_iterations(len(dataset_tr.identifiers), global_batch)
+            self.num_val_iterations_per_epoch = epoch_iterations(len(dataset_val.identifiers), global_batch)
+            self.print_to_log_file(f"one epoch = one pass: {self.num_iterations_per_epoch} training iterations "
+                                   f"({len(dataset_tr.identifiers)} clips, batch {global_batch})")
         common = dict(label_manager=self.label_manager, oversample_foreground_percent=
                       self.oversample_foreground_percent, probabilistic_oversampling=self.probabilistic_oversampling)
         dl_tr = WholeClipDataLoader(dataset_tr, self.batch_size, initial_patch_size, patch_size,
@@ -228,21 +284,34 @@ class EchoPromptTrainer(ConditionSensitivityLogging, SafeCheckpoints, nnUNetTrai
         available = torch.tensor(self.metadata.availability(keys), device=self.device, dtype=torch.float32)
         return data, target[:, :-1], frame_mask, query, views, available
 
+    def training_progress(self) -> float:
+        """t / t_max over training iterations (the ramp advances every iteration, not every epoch)."""
+        total = self.num_epochs * self.num_iterations_per_epoch
+        done = self.current_epoch * self.num_iterations_per_epoch + self._iteration_in_epoch
+        return min(1.0, done / max(1, total - 1))
+
     def compute_loss(self, logits, aux, target, frame_mask, available) -> torch.Tensor:
-        segmentation = masked_bce_dice(logits, target, frame_mask, available)
-        loss_parts = {"seg": segmentation}
+        bce = SEG_LOSS_FUNCTIONS[self.seg_loss](logits, target, frame_mask, available)
         pixel_text = logits.new_zeros(())
-        if aux["scores"] is not None:
-            pixel_text = masked_bce_dice(aux["scores"] / self.score_temperature, target, frame_mask, available)
+        scores = aux["scores"]
+        if scores is not None:  # at the score maps' own (reduced) resolution
+            pixel_text = masked_bce(scores / self.score_temperature, resized_like(target, scores),
+                                    resized_like(frame_mask, scores), available)
+        segmentation = self.pixel_text_weight * pixel_text + self.segmentation_weight * bce
         matching = aux["selection"].matching.mean()
-        lam = ramp(self.current_epoch / max(1, self.num_epochs - 1))
+        lam = ramp(self.training_progress())
         if self.loss_mode == "paper":
-            total = (1 - lam) * segmentation + self.pixel_text_weight * pixel_text - lam * matching
+            total = (1 - lam) * segmentation - lam * matching
         else:
-            total = segmentation + self.pixel_text_weight * pixel_text - lam * self.prompt_weight * matching
-        loss_parts.update(pix=pixel_text, pr=matching)
-        self._last_loss_parts = {k: float(v.detach()) for k, v in loss_parts.items()}
+            total = segmentation - lam * self.prompt_weight * matching
+        self._last_loss_parts = {k: float(v.detach()) for k, v in
+                                 dict(seg=segmentation, bce=bce, pix=pixel_text, pr=matching).items()}
+        self._last_loss_parts["lambda"] = lam
         return total
+
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        self._iteration_in_epoch = 0
 
     def train_step(self, batch: dict) -> dict:
         data, target, frame_mask, query, views, available = self._batch_inputs(batch)
@@ -251,6 +320,7 @@ class EchoPromptTrainer(ConditionSensitivityLogging, SafeCheckpoints, nnUNetTrai
             logits, aux = self._forward(data, query, views)
             loss = self.compute_loss(logits, aux, target, frame_mask, available)
         backward_and_step(self, loss)
+        self._iteration_in_epoch += 1
         return {"loss": loss.detach().cpu().numpy()}
 
     def _forward(self, data, query, views):

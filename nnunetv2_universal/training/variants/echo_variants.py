@@ -28,12 +28,34 @@ class EchoPromptTrainerViewGiven(EchoPromptTrainer):
 
 
 class EchoPromptTrainerPaperLoss(EchoPromptTrainer):
-    """The paper's total loss as written: (1 - lambda) L_seg - lambda L_pr (+ pixel-text loss)."""
+    """The paper's total loss as written: (1 - lambda(t)) L_seg - lambda(t) L_pr, the pixel-text term inside L_seg."""
     loss_mode = "paper"
+
+
+class EchoPromptTrainerBCEDice(EchoPromptTrainer):
+    """Masked BCE + masked soft Dice for the segmentation term instead of the paper's BCE."""
+    seg_loss = "bce_dice"
+
+
+class EchoPromptTrainerFullResScores(EchoPromptTrainer):
+    """Score maps at full resolution, concatenated to the head input (the paper scores at a lower resolution)."""
+    network_overrides = {"score_map_stage": 0}
+
+
+class EchoPromptTrainerNnUNetAugmentation(EchoPromptTrainer):
+    """nnU-Net's augmentation pipeline (scaling, noise, blur, intensity, low resolution, gamma) with +-30 degree
+    in-plane rotation and no mirroring, instead of the paper's flip / rotation / shear."""
+    augmentation = "nnunet"
+
+
+class EchoPromptTrainer250Iterations(EchoPromptTrainer):
+    """nnU-Net's fixed 250 iterations per epoch instead of one pass over the training clips."""
+    epoch_is_one_pass = False
 
 
 class EchoPromptTrainer_test(_ShortSchedule, EchoPromptTrainer):
     """Two epochs of two iterations and one validation batch (tests)."""
+    epoch_is_one_pass = False
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
