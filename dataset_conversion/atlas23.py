@@ -9,7 +9,7 @@ Expected layout (pass the release folder or its parent as -i)::
     atlas-train-dataset-1.0.1/train/imagesTr/im0.nii.gz ... im59.nii.gz
     atlas-train-dataset-1.0.1/train/labelsTr/lb0.nii.gz  ... (lb<N> belongs to im<N>)
 
-Labels: 1 liver, 2 tumour. Case ids `atlas23_<n>`. Channel "MRI" (per-image z-score). Split: seeded 80/20.
+Labels: 1 liver, 2 tumour. Case ids `atlas23_<n>`. Channel "CE-MRI" (contrast-enhanced; per-image z-score). Split: seeded 80/20.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from nnunetv2_universal.dataset_conversion.toolkit import (ConversionError, case
 DEFAULT_ID = 643
 NAME = "ATLAS23"
 LABELS = {"background": 0, "liver": 1, "tumour": 2}
-CHANNELS = {"0": "MRI"}
+CHANNELS = {"0": "CE-MRI"}  # contrast-enhanced T1: M4oE's CE-MRI expert
 DESCRIPTION = "Contrast-enhanced T1 liver MRI (ATLAS 2023) with liver and tumour."
 REFERENCE = "Quinton et al., Data 8(5):79, 2023; https://atlas-challenge.u-bourgogne.fr"
 _IMAGE = re.compile(r"^im(\d+)\.nii\.gz$")

@@ -25,13 +25,15 @@ import SimpleITK as sitk
 from batchgenerators.utilities.file_and_folder_operations import join
 
 from nnunetv2_universal.cli import console_command
-from nnunetv2_universal.dataset_conversion.toolkit import (Case, ConversionError, case_number, converter_parser,
-                                                           convert_cases, listdir_visible, numbered_files,
+from nnunetv2_universal.dataset_conversion.toolkit import (CT_CHANNELS, Case, ConversionError, case_number,
+                                                           converter_parser, convert_cases, listdir_visible,
+                                                           numbered_files,
                                                            paired_cases, raw_root, require_nonempty, seeded_split,
                                                            task_entry)
 
 DEFAULT_ID = 640
 NAME = "FLARE22"
+CHANNELS = CT_CHANNELS
 ORGANS = ["liver", "right_kidney", "spleen", "pancreas", "aorta", "inferior_vena_cava", "right_adrenal_gland",
           "left_adrenal_gland", "gallbladder", "esophagus", "stomach", "duodenum", "left_kidney"]
 LABELS = {"background": 0, **{organ: i + 1 for i, organ in enumerate(ORGANS)}}
@@ -84,7 +86,7 @@ def convert_flare22(source: str, dataset_id: int = DEFAULT_ID, num_processes: in
         print(OVERLAP_WARNING)
     train, val = seeded_split([c[0] for c in cases])
     splits = [{"train": sorted(train, key=case_number), "val": sorted(val, key=case_number)}]
-    task = task_entry(NAME, {"0": "CT"}, LABELS, DESCRIPTION)
+    task = task_entry(NAME, CHANNELS, LABELS, DESCRIPTION)
     return convert_cases(cases, dataset_id, NAME, LABELS, {i: i for i in range(len(LABELS))}, task,
                          DESCRIPTION, num_processes, overwrite, reference=REFERENCE, splits=splits)
 

@@ -114,6 +114,7 @@ def test_atlas23_and_the_stroke_dataset(tmp_path, monkeypatch):
     folder = os.path.join(raw, "Dataset643_ATLAS23")
     dataset = json.load(open(os.path.join(folder, "dataset.json")))
     assert dataset["labels"] == {"background": 0, "liver": 1, "tumour": 2} and dataset["numTraining"] == 5
+    assert dataset["channel_names"] == {"0": "CE-MRI"}  # M4oE's contrast-enhanced MRI expert
     assert "atlas23_12.nii.gz" in os.listdir(os.path.join(folder, "labelsTr"))
     stroke = tmp_path / "ATLAS_2" / "Training" / "R001" / "sub-r001s001" / "ses-1" / "anat"
     write_image(str(stroke / "sub-r001s001_ses-1_space-MNI152NLin2009aSym_T1w.nii.gz"), ct_volume(SHAPE, 1))

@@ -35,7 +35,7 @@ def test_code_compat_gate_and_zero_gate():
     torch.manual_seed(0)
     moe = MoEMLP(16, 3, gate_mode="code_compat")
     x = torch.randn(4, 16)
-    w = torch.softmax(moe.gate(x), -1)
+    w = torch.softmax(moe.channel_gate(x), -1)
     assert torch.allclose(moe(x), w * sum(e(x) for e in moe.experts), atol=1e-6)
     paper = MoEMLP(16, 3)
     paper.reset_gate()
@@ -106,7 +106,7 @@ def test_adding_a_modality_keeps_trained_weights():
 def test_masked_image_modelling_loss_decreases():
     from nnunetv2_universal.training.m4oe_trainer import M4oEPretrainTrainer
     net = small_unet(with_reconstruction_head=True, deep_supervision=False)
-    fake = type("T", (), {"blocks_per_axis": 8, "mask_ratio": 0.75, "device": torch.device("cpu")})()
+    fake = type("T", (), {"mask_block": 16, "mask_ratio": 0.75, "device": torch.device("cpu")})()
     torch.manual_seed(1)
     yy = torch.linspace(-1, 1, 32)
     images = torch.stack([torch.exp(-((yy[None, :, None] - c) ** 2 + yy[None, None, :] ** 2) * 4).expand(16, 32, 32)
@@ -116,7 +116,7 @@ def test_masked_image_modelling_loss_decreases():
     losses = []
     for _ in range(25):
         mask = M4oEPretrainTrainer.block_mask(fake, images.shape)
-        error = ((net.reconstruct(images * (1 - mask)) - images) ** 2 * mask).sum() / mask.sum()
+        error = ((net.reconstruct(images, mask) - images) ** 2 * mask).sum() / mask.sum()
         optimizer.zero_grad()
         error.backward()
         optimizer.step()
@@ -129,8 +129,9 @@ def test_parameter_summary_and_modality_families():
     summary = moe_parameter_summary(small_unet())
     assert summary["total"] == sum(p.numel() for p in small_unet().parameters())
     assert summary["single_expert_path"] == summary["total"] - summary["experts"] / 2 - summary["gates"]
-    assert [modality_family(n) for n in ("CT", "MRI", "T1", "T2", "PET", "cineMRI", "US")] == \
-        ["CT", "MR", "MR", "MR", "PET", "MR", "US"]
+    assert [modality_family(n) for n in ("CT", "MRI", "T1", "T2", "PET", "cineMRI", "US", "CE-MRI", "T1ce")] == \
+        ["CT", "MRI", "MRI", "MRI", "PET", "MRI", "US", "CE-MRI", "CE-MRI"]
+    assert [modality_family(n, ("CT", "MR")) for n in ("CE-MRI", "MRI", "CT")] == ["MR", "MR", "CT"]
 
 
 def test_add_modality_command_output_loads_with_nnunet_pretrained_loader(tmp_path):
@@ -171,3 +172,61 @@ def test_swin_unet_moe_forward_routing_and_heads():
     assert all(not m.experts[0][0].weight.grad.any() and m.experts[1][0].weight.grad.any() for m in net.moe_layers)
     with pytest.raises(ValueError, match="divisible"):
         SwinUNetMoE(1, 4, 2, (60, 60))
+
+
+# ---------------------------------------------------------------- paper fidelity (issue 15)
+
+def test_three_experts_from_the_registry_channel_names():
+    """The paper's experts (Fig. 2): CT (FLARE22, AMOS-CT), CE-MRI (ATLAS) and MRI (AMOS-MR), read off the channel
+    names the converters write into the registry; two experts only as a variant."""
+    from nnunetv2_universal.dataset_conversion import amos22, atlas23, flare22
+    from nnunetv2_universal.training.m4oe_trainer import M4oETrainer
+    from nnunetv2_universal.training.variants.m4oe_variants import M4oETrainerTwoExperts
+    assert M4oETrainer.expert_modalities == ("CT", "CE-MRI", "MRI") and M4oETrainer.network_overrides["num_experts"] == 3
+    names = {"FLARE22": flare22.CHANNELS["0"], "AMOS-CT": amos22.CHANNELS["ct"]["0"],
+             "AMOS-MR": amos22.CHANNELS["mr"]["0"], "ATLAS23": atlas23.CHANNELS["0"]}
+    assert {k: modality_family(v) for k, v in names.items()} == {"FLARE22": "CT", "AMOS-CT": "CT", "AMOS-MR": "MRI",
+                                                                 "ATLAS23": "CE-MRI"}
+    two = M4oETrainerTwoExperts.expert_modalities
+    assert {k: modality_family(v, two) for k, v in names.items()} == {"FLARE22": "CT", "AMOS-CT": "CT",
+                                                                      "AMOS-MR": "MR", "ATLAS23": "MR"}
+
+
+@pytest.mark.parametrize("variant", ["M4oETrainer", "M4oETrainerCodeGate", "M4oETrainerNoGate",
+                                     "M4oETrainerEncoderOnly", "M4oETrainerDecoderOnly", "M4oETrainerNoMoE"])
+def test_phase_one_weights_load_into_every_gate_variant(tmp_path, variant):
+    """Phase 1 (M4oEPretrainTrainer's network) -> phase 2 of each variant through nnU-Net's own
+    `-pretrained_weights` loader (nnunetv2.run.load_pretrained_weights): every key matches in name and shape."""
+    from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+    from nnunetv2_universal.training.m4oe_trainer import M4oEPretrainTrainer
+    from nnunetv2_universal.training.variants import m4oe_variants
+    trainer = getattr(m4oe_variants, variant, None) or __import__(
+        "nnunetv2_universal.training.m4oe_trainer", fromlist=[variant]).__dict__[variant]
+    phase1 = small_unet(deep_supervision=False, **M4oEPretrainTrainer.network_overrides)
+    torch.save({"network_weights": phase1.state_dict()}, tmp_path / "phase1.pth")
+    phase2 = small_unet(**trainer.network_overrides)
+    load_pretrained_weights(phase2, str(tmp_path / "phase1.pth"))
+    loaded = phase2.state_dict()
+    for key, value in phase1.state_dict().items():
+        if key in loaded and "gate" not in key:
+            assert torch.equal(loaded[key], value), key
+
+
+def test_masked_pixels_are_replaced_by_a_learned_token():
+    """Swin-MAE's masking: what lies under the 16-pixel masked blocks does not reach the network (CNN: a learned
+    value per channel; Swin: the learned mask token replaces the patch tokens), and the token learns."""
+    from nnunetv2_universal.networks.swin_unet_moe import SwinUNetMoE
+    from nnunetv2_universal.training.m4oe_trainer import M4oEPretrainTrainer
+    fake = type("T", (), {"mask_block": 16, "mask_ratio": 0.75, "device": torch.device("cpu")})()
+    torch.manual_seed(0)
+    swin = SwinUNetMoE(1, 4, 2, (64, 64), embed_dim=12, num_heads=(1, 2, 3, 4), window_size=2,
+                       with_reconstruction_head=True, drop_path_rate=0.0).eval()
+    cnn = small_unet(with_reconstruction_head=True, deep_supervision=False).eval()
+    for net, shape in ((swin, (2, 1, 64, 64)), (cnn, (2, 1, 16, 32, 32))):
+        x = torch.randn(shape)
+        mask = M4oEPretrainTrainer.block_mask(fake, shape)
+        assert abs(float(mask.mean()) - 0.75) < 0.07
+        changed = x + 5 * torch.randn(shape) * mask  # different content under the mask only
+        torch.testing.assert_close(net.reconstruct(x, mask), net.reconstruct(changed, mask))
+        net.reconstruct(x, mask).square().mean().backward()
+        assert net.mask_token.grad.abs().sum() > 0

@@ -58,6 +58,14 @@ def test_swin_unet_as_nnunet_2d_configuration(collection_workspace, tmp_path):
     path.write_text(json.dumps(template))
     run(["nnUNetv2_universal_plan_and_preprocess", "-d", COLLECTION_ID, "-pl", str(path), "-c", "2d", "-np", "1",
          "--no_pbar"], env)
+    # whole slices, as the paper: every preprocessed slice fits the 32 x 32 patch (spacing coarsened per task)
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+    data = join(env["nnUNet_preprocessed"], RESULTS, "M4oESwinTest_2d")
+    dataset = infer_dataset_class(data)(data)
+    in_plane = max(max(dataset.load_case(k)[0].shape[2:]) for k in dataset.identifiers)  # (c, z, y, x)
+    original = max(max(shape[1:]) for m in collection_workspace["members"] for shape in
+                   load_json(join(env["nnUNet_preprocessed"], m, "dataset_fingerprint.json"))["shapes_after_crop"])
+    assert in_plane <= 32 < original
     fold = join(env["nnUNet_results"], RESULTS, "M4oESwinTrainer_test__M4oESwinTest__2d", "fold_0")
     train_killed_and_resumed(["nnUNetv2_train", COLLECTION_ID, "2d", "0", "-tr", "M4oESwinTrainer_test", "-p",
                               "M4oESwinTest", "-device", "cpu"], env, fold, {"nnUNet_n_proc_DA": "0"})
@@ -68,4 +76,10 @@ def test_swin_unet_as_nnunet_2d_configuration(collection_workspace, tmp_path):
     run(["nnUNetv2_universal_predict", "-i", join(env["nnUNet_raw"], brain, "imagesTs"), "-o", out, "-d",
          COLLECTION_ID, "-tr", "M4oESwinTrainer_test", "-p", "M4oESwinTest", "-c", "2d", "-f", "0", "--task",
          "SynthBrainMR", "-device", "cpu", "--disable_tta"], env)
-    assert [f for f in os.listdir(out) if f.endswith(".nii.gz")]
+    predictions = sorted(f for f in os.listdir(out) if f.endswith(".nii.gz"))
+    assert predictions
+    import SimpleITK as sitk
+    for name in predictions:  # written back at the original geometry
+        image = sitk.ReadImage(join(env["nnUNet_raw"], brain, "imagesTs", name.replace(".nii.gz", "_0000.nii.gz")))
+        prediction = sitk.ReadImage(join(out, name))
+        assert prediction.GetSize() == image.GetSize() and prediction.GetSpacing() == image.GetSpacing()

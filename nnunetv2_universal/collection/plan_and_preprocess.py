@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import shutil
 import tempfile
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, maybe_mkdir_p, save_json
@@ -36,10 +36,17 @@ from nnunetv2_universal.collection.templates import load_template
 from nnunetv2_universal.registry import COLLECTION_KEY, NORMALIZATION_SCHEMES, TaskRegistry, TaskSpec
 
 
+def whole_slice_spacing(spacing: Sequence[float], shapes, spacings, patch: Sequence[int]) -> List[float]:
+    """`spacing` (z, y, x) with y and x coarsened where needed so that the largest in-plane extent of any case
+    (shape after cropping x its spacing) fits the 2D patch: every slice is seen whole, in one window."""
+    extents = np.max(np.asarray(shapes, float) * np.asarray(spacings, float), 0)
+    return [float(spacing[0])] + [max(float(s), float(e) / p) for s, e, p in zip(spacing[1:], extents[1:], patch)]
+
+
 def _member_settings(task: TaskSpec, member: str, num_processes: int, verify: bool,
-                     template_spacing=None) -> dict:
+                     template_spacing=None, whole_slices_patch=None) -> dict:
     """Per-task preprocessing settings from nnU-Net's fingerprint and planner rules plus the registry (a template's
-    spacing, if it has one, wins over both)."""
+    spacing, if it has one, wins over both; `whole_slices_patch`: the 2D patch every slice must fit)."""
     if verify:
         verify_dataset_integrity(join(nnUNet_raw, member), num_processes)
     if not isfile(join(nnUNet_preprocessed, member, "dataset_fingerprint.json")):
@@ -49,6 +56,9 @@ def _member_settings(task: TaskSpec, member: str, num_processes: int, verify: bo
     planner = ExperimentPlanner(member, overwrite_target_spacing=spacing, suppress_transpose=True)
     _, use_mask = planner.determine_normalization_scheme_and_whether_mask_is_used_for_norm()
     target_spacing = [float(s) for s in planner.determine_fullres_target_spacing()]
+    if whole_slices_patch is not None:
+        target_spacing = whole_slice_spacing(target_spacing, fingerprint["shapes_after_crop"], fingerprint["spacings"],
+                                             whole_slices_patch)
     median_shape = np.median(fingerprint["shapes_after_crop"], 0)
     median_spacing = np.median(fingerprint["spacings"], 0)
     median_resampled = [int(round(s * o / t)) for s, o, t in zip(median_shape, median_spacing, target_spacing)]
@@ -89,8 +99,12 @@ def plan_collection(collection: Union[int, str], template: str = "paper", config
     members = dataset_json[COLLECTION_KEY]["members"]
     tmpl = load_template(template)
 
-    settings = {t.name: _member_settings(t, members[t.name]["dataset"], num_processes, verify, tmpl.get("spacing"))
-                for t in registry}
+    whole_slices = list(tmpl["patch_size"]) if tmpl.get("whole_slices") else None
+    if whole_slices is not None and len(whole_slices) != 2:
+        raise ValueError(f"template {tmpl['plans_name']}: whole_slices needs a 2D patch (-c 2d), got "
+                         f"{whole_slices}")
+    settings = {t.name: _member_settings(t, members[t.name]["dataset"], num_processes, verify, tmpl.get("spacing"),
+                                         whole_slices) for t in registry}
     plans = collection_plans(name, registry, settings, tmpl, configuration)
     out = join(nnUNet_preprocessed, name)
     maybe_mkdir_p(out)

@@ -102,14 +102,17 @@ ECHO = {
 
 SWIN_UNET_MOE_NETWORK = "nnunetv2_universal.networks.swin_unet_moe.SwinUNetMoE"
 
-# M4oE's Swin-UNet (Swin-T, 224 x 224 slices) for nnU-Net's `2d` configuration: plan with `-c 2d`.
+# M4oE's Swin-UNet (Swin-T, 224 x 224 slices) for nnU-Net's `2d` configuration: plan with `-c 2d`. Whole slices as
+# the paper (which resizes every slice to 224 x 224): each task's in-plane spacing is coarsened until its largest
+# slice fits the patch (nnU-Net resamples predictions back to the original geometry). Batch 36 as the paper.
 M4OE_SWIN = {
     "plans_name": "M4oESwinPlans",
-    "batch_size": 24,
+    "batch_size": 36,
     "patch_size": [224, 224],
     "batch_dice": False,
+    "whole_slices": True,
     "network_class_name": SWIN_UNET_MOE_NETWORK,
-    "arch_kwargs": {"num_experts": 2, "moe_in": "both", "gate_mode": "paper", "embed_dim": 96,
+    "arch_kwargs": {"num_experts": 3, "moe_in": "both", "gate_mode": "paper", "embed_dim": 96,
                     "depths": [2, 2, 2, 2], "num_heads": [3, 6, 12, 24], "window_size": 7, "token_patch": 4,
                     "drop_path_rate": 0.2},
     "_kw_requires_import": [],
@@ -158,7 +161,8 @@ REQUIRED_KEYS = {"plans_name", "batch_size", "patch_size", "network_class_name",
 
 def load_template(name_or_path: str) -> dict:
     """A template by name (`paper`, `cpu_demo`, `echo`, `m4oe_swin`, `hermes`) or from a JSON file. An optional
-    `spacing` sets every task's target spacing (methods that resample all datasets alike, as Hermes)."""
+    `spacing` sets every task's target spacing (methods that resample all datasets alike, as Hermes);
+    `whole_slices` coarsens each task's in-plane spacing so that every slice fits the patch (M4oE's Swin-UNet)."""
     if name_or_path in TEMPLATES:
         return copy.deepcopy(TEMPLATES[name_or_path])
     if not os.path.isfile(name_or_path):

@@ -34,7 +34,8 @@ class M4oEUNet(_StemmedUNetParts, ConditionedNetwork):
     def __init__(self, input_channels: int, n_stages: int, features_per_stage, conv_op, kernel_sizes, strides,
                  n_conv_per_stage, num_classes: int, n_conv_per_stage_decoder, num_tasks: int, num_experts: int = 2,
                  moe_in: str = "both", gate_mode: str = "paper", moe_ratio: float = 4.0,
-                 moe_min_downsampling: int = 4, with_reconstruction_head: bool = False, stem_channels=None,
+                 moe_min_downsampling: int = 4, with_reconstruction_head: bool = False, all_gates: bool = False,
+                 stem_channels=None,
                  conv_bias: bool = True, norm_op=None, norm_op_kwargs=None, dropout_op=None, dropout_op_kwargs=None,
                  nonlin=None, nonlin_kwargs=None, deep_supervision: bool = False, patch_size=None, **_ignored):
         super().__init__()
@@ -53,16 +54,19 @@ class M4oEUNet(_StemmedUNetParts, ConditionedNetwork):
         encoder_moe = moe_in in ("both", "encoder")
         decoder_moe = moe_in in ("both", "decoder")
         self.encoder_moe = nn.ModuleList(
-            MoEConvBlock(c, num_experts, moe_ratio, gate_mode) if encoder_moe and d else nn.Identity()
+            MoEConvBlock(c, num_experts, moe_ratio, gate_mode, all_gates) if encoder_moe and d else nn.Identity()
             for c, d in zip(channels, deep))
         # decoder stage s works at the resolution of encoder stage n_stages - 2 - s
         self.decoder_moe = nn.ModuleList(
-            MoEConvBlock(channels[-(s + 2)], num_experts, moe_ratio, gate_mode)
+            MoEConvBlock(channels[-(s + 2)], num_experts, moe_ratio, gate_mode, all_gates)
             if decoder_moe and deep[-(s + 2)] else nn.Identity() for s in range(len(channels) - 1))
         self.dataset_heads = nn.ModuleList(
             nn.ModuleList(conv_op(channels[-(s + 2)], num_classes, 1, 1, 0, bias=True) for _ in range(num_tasks))
             for s in range(len(channels) - 1))
         self.reconstruction = conv_op(channels[0], max(stem_channels or [input_channels]), 1) \
+            if with_reconstruction_head else None
+        # phase 1: masked voxels take a learned value per input channel (a CNN has no tokens to replace)
+        self.mask_token = nn.Parameter(torch.zeros(max(stem_channels or [input_channels]))) \
             if with_reconstruction_head else None
 
     # ---- MoE control
@@ -110,10 +114,11 @@ class M4oEUNet(_StemmedUNetParts, ConditionedNetwork):
         return tasks
 
     def forward(self, x: torch.Tensor, condition: ConditionLike = None, tasks: Optional[torch.Tensor] = None,
-                reconstruct: bool = False):
-        """Segmentation logits; `reconstruct=True`: phase 1's reconstruction (through forward, so DDP syncs it)."""
+                reconstruct: bool = False, mask: Optional[torch.Tensor] = None):
+        """Segmentation logits; `reconstruct=True`: phase 1's reconstruction of x with `mask` (B, 1, *spatial)
+        voxels hidden (through forward, so DDP syncs it)."""
         if reconstruct:
-            return self.reconstruct(x)
+            return self.reconstruct(x, mask)
         tasks = self._tasks(x, condition, tasks)
         features = self._features(x)
         if not self.decoder.deep_supervision:
@@ -121,10 +126,14 @@ class M4oEUNet(_StemmedUNetParts, ConditionedNetwork):
         outputs = [self._head(s, f, tasks) for s, f in enumerate(features)][::-1]
         return self.hide_invisible_classes(outputs)
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Phase 1: full-resolution reconstruction of the input (B, C_max, *patch)."""
+    def reconstruct(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Phase 1: full-resolution reconstruction (B, C_max, *patch) of x whose masked voxels hold the mask
+        token."""
         if self.reconstruction is None:
             raise RuntimeError("built without a reconstruction head (with_reconstruction_head=False)")
+        if mask is not None:
+            token = self.mask_token[:x.shape[1]].reshape(1, -1, *[1] * (x.ndim - 2)).to(x.dtype)
+            x = x * (1 - mask) + token * mask
         out = self.reconstruction(self._features(x)[-1])
         return touch_with_zero(out, [self.dataset_heads]) if self.training else out
 
@@ -197,7 +206,7 @@ def moe_parameter_summary(network: nn.Module) -> dict:
     """Total, experts, gates and heads parameter counts (for the paper's 27.31 M comparison)."""
     moe = [m for m in network.modules() if isinstance(m, MoEMLP)]
     experts = sum(count_parameters(m.experts) for m in moe)
-    gates = sum(count_parameters(m.gate) for m in moe if m.gate is not None)
+    gates = sum(count_parameters(g) for m in moe for g in m.gate_layers)
     single_expert = sum(count_parameters(m.experts[0]) for m in moe)
     total = count_parameters(network)
     return {"total": total, "experts": experts, "gates": gates,

@@ -11,6 +11,10 @@ Experts: Linear C -> ratio*C, GELU, Linear -> C. Gate modes:
 - "none": equal weights 1/E (the "without gate" ablation; also phase 2's starting point, see `reset_gate`).
 Hard routing (phase 1: each image trains only its modality's expert) is set per batch with `route(expert_ids)`:
 y_b = E_{id_b}(x_b); the other experts and the gate get no gradient.
+
+The two gates have their own names (`gate`: E outputs, `channel_gate`: C outputs). Phase 1 does not use a gate
+and builds both (`all_gates=True`), so its checkpoint loads into phase 2 of every gate mode through nnU-Net's
+`-pretrained_weights` (phase 2 starts its gate at zero anyway).
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ class MoEMLP(nn.Module):
     """Tokens-last mixture of expert MLPs: in/out (..., C)."""
 
     def __init__(self, channels: int, num_experts: int, ratio: float = 4.0, gate_mode: str = "paper",
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, all_gates: bool = False):
         super().__init__()
         if gate_mode not in GATE_MODES:
             raise ValueError(f"gate_mode must be one of {GATE_MODES}, got {gate_mode!r}")
@@ -41,8 +45,8 @@ class MoEMLP(nn.Module):
         self.experts = nn.ModuleList(nn.Sequential(nn.Linear(channels, hidden), nn.GELU(), nn.Dropout(dropout),
                                                    nn.Linear(hidden, channels), nn.Dropout(dropout))
                                      for _ in range(num_experts))
-        self.gate = None if gate_mode == "none" else \
-            nn.Linear(channels, num_experts if gate_mode == "paper" else channels)
+        self.gate = nn.Linear(channels, num_experts) if gate_mode == "paper" or all_gates else None
+        self.channel_gate = nn.Linear(channels, channels) if gate_mode == "code_compat" or all_gates else None
         self.expert_ids: Optional[torch.Tensor] = None  # hard routing (phase 1), set by `route`
 
     def route(self, expert_ids: Optional[torch.Tensor]) -> None:
@@ -51,9 +55,9 @@ class MoEMLP(nn.Module):
 
     def gate_weights(self, x: torch.Tensor) -> torch.Tensor:
         """(..., E) in "paper" mode, (..., C) channel weights in "code_compat" mode, (..., E) = 1/E in "none"."""
-        if self.gate is None:
+        if self.gate_mode == "none":
             return x.new_full((*x.shape[:-1], self.num_experts), 1.0 / self.num_experts)
-        return F.softmax(self.gate(x), dim=-1)
+        return F.softmax((self.gate if self.gate_mode == "paper" else self.channel_gate)(x), dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.expert_ids is not None:
@@ -66,7 +70,7 @@ class MoEMLP(nn.Module):
             for e in used:
                 chosen = ids == e
                 out[chosen] = self.experts[e](x[chosen]).to(out.dtype)
-            unused = [m for i, m in enumerate(self.experts) if i not in used] + ([self.gate] if self.gate else [])
+            unused = [m for i, m in enumerate(self.experts) if i not in used] + self.gate_layers
             return touch_with_zero(out, unused) if self.training else out
         outputs = torch.stack([expert(x) for expert in self.experts], dim=-1)  # (..., C, E)
         weights = self.gate_weights(x)
@@ -74,18 +78,23 @@ class MoEMLP(nn.Module):
             return weights * outputs.sum(-1)
         return (outputs * weights.unsqueeze(-2)).sum(-1)
 
+    @property
+    def gate_layers(self) -> list:
+        return [g for g in (self.gate, self.channel_gate) if g is not None]
+
     @torch.no_grad()
     def reset_gate(self) -> None:
-        """Zero the gate: every expert weighted 1/E (paper mode) at the start of gated fine-tuning."""
-        if self.gate is not None:
-            nn.init.zeros_(self.gate.weight)
-            nn.init.zeros_(self.gate.bias)
+        """Zero the gates: every expert weighted 1/E (paper mode; code_compat: every channel 1/C) at the start of
+        gated fine-tuning."""
+        for gate in self.gate_layers:
+            nn.init.zeros_(gate.weight)
+            nn.init.zeros_(gate.bias)
 
     @torch.no_grad()
     def add_expert(self, copy_from: int) -> int:
         """Append an expert initialised from expert `copy_from` (a new modality); returns its index."""
         self.experts.append(copy.deepcopy(self.experts[copy_from]))
-        if self.gate_mode == "paper":
+        if self.gate is not None:
             old = self.gate
             gate = nn.Linear(self.channels, self.num_experts + 1).to(old.weight.device)
             gate.weight[:-1] = old.weight
@@ -100,10 +109,11 @@ class MoEMLP(nn.Module):
 class MoEConvBlock(nn.Module):
     """Residual M4oE layer for CNN feature maps: x + MoE(LayerNorm(x)) per voxel; in/out (B, C, *spatial)."""
 
-    def __init__(self, channels: int, num_experts: int, ratio: float = 4.0, gate_mode: str = "paper"):
+    def __init__(self, channels: int, num_experts: int, ratio: float = 4.0, gate_mode: str = "paper",
+                 all_gates: bool = False):
         super().__init__()
         self.norm = nn.LayerNorm(channels)
-        self.moe = MoEMLP(channels, num_experts, ratio, gate_mode)
+        self.moe = MoEMLP(channels, num_experts, ratio, gate_mode, all_gates=all_gates)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = x.movedim(1, -1)

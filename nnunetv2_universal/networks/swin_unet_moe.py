@@ -15,6 +15,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock
 from torch import nn
 
@@ -41,14 +42,14 @@ class PatchExpand(nn.Module):
 
 
 def _stage(dim: int, resolution: int, depth: int, heads: int, window: int, drop_path: Sequence[float],
-           moe: bool, num_experts: int, gate_mode: str) -> nn.Sequential:
+           moe: bool, num_experts: int, gate_mode: str, all_gates: bool = False) -> nn.Sequential:
     blocks = []
     for i in range(depth):
         block = SwinTransformerBlock(dim, (resolution, resolution), num_heads=heads, window_size=window,
                                      shift_size=0 if i % 2 == 0 else window // 2, mlp_ratio=4.0, qkv_bias=True,
                                      drop_path=drop_path[i])
         if moe:
-            block.mlp = MoEMLP(dim, num_experts, 4.0, gate_mode)
+            block.mlp = MoEMLP(dim, num_experts, 4.0, gate_mode, all_gates=all_gates)
         blocks.append(block)
     return nn.Sequential(*blocks)
 
@@ -60,7 +61,8 @@ class SwinUNetMoE(ConditionedNetwork):
                  num_experts: int = 2, moe_in: str = "both", gate_mode: str = "paper", embed_dim: int = 96,
                  depths: Sequence[int] = (2, 2, 2, 2), num_heads: Sequence[int] = (3, 6, 12, 24), window_size: int = 7,
                  token_patch: int = 4, drop_path_rate: float = 0.2, stem_channels: Optional[Sequence[int]] = None,
-                 deep_supervision: bool = False, with_reconstruction_head: bool = False, **_ignored):
+                 deep_supervision: bool = False, with_reconstruction_head: bool = False, all_gates: bool = False,
+                 **_ignored):
         super().__init__()
         if moe_in not in ("both", "encoder", "decoder", "none"):
             raise ValueError(f"moe_in must be both|encoder|decoder|none, got {moe_in!r}")
@@ -80,7 +82,7 @@ class SwinUNetMoE(ConditionedNetwork):
         moe_enc, moe_dec = moe_in in ("both", "encoder"), moe_in in ("both", "decoder")
         self.encoder_stages = nn.ModuleList(
             _stage(dims[i], res[i], depths[i], num_heads[i], window_size, rates[sum(depths[:i]):sum(depths[:i + 1])],
-                   moe_enc, num_experts, gate_mode) for i in range(n))
+                   moe_enc, num_experts, gate_mode, all_gates) for i in range(n))
         self.merges = nn.ModuleList(PatchMerging(dims[i], dims[i + 1]) for i in range(n - 1))
         self.bottleneck_norm = nn.LayerNorm(dims[-1])
         # decoder level j works at encoder resolution n - 1 - j (j = 1..n-1)
@@ -88,15 +90,20 @@ class SwinUNetMoE(ConditionedNetwork):
         self.skip_fuse = nn.ModuleList(nn.Linear(2 * dims[n - 1 - j], dims[n - 1 - j]) for j in range(1, n))
         self.decoder_stages = nn.ModuleList(
             _stage(dims[n - 1 - j], res[n - 1 - j], depths[n - 1 - j], num_heads[n - 1 - j], window_size,
-                   rates[sum(depths[:n - 1 - j]):sum(depths[:n - j])], moe_dec, num_experts, gate_mode)
+                   rates[sum(depths[:n - 1 - j]):sum(depths[:n - j])], moe_dec, num_experts, gate_mode, all_gates)
             for j in range(1, n))
         self.decoder_norm = nn.LayerNorm(embed_dim)
         self.final_expand = PatchExpand(embed_dim, embed_dim, scale=token_patch)
         self.dataset_heads = nn.ModuleList(nn.Conv2d(embed_dim, num_classes, 1, bias=False) for _ in range(num_tasks))
         self.reconstruction = nn.Conv2d(embed_dim, max(stem_channels or [input_channels]), 1) \
             if with_reconstruction_head else None
+        # phase 1 (Swin-MAE): tokens of masked patches are replaced by a learned mask token
+        self.mask_token = nn.Parameter(torch.zeros(embed_dim)) if with_reconstruction_head else None
+        self.token_patch = token_patch
         self.decoder = _DecoderFlags()  # nnU-Net toggles decoder.deep_supervision
         self.apply(self._init)
+        if self.mask_token is not None:
+            nn.init.trunc_normal_(self.mask_token, std=0.02)
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -124,9 +131,13 @@ class SwinUNetMoE(ConditionedNetwork):
         for layer in self.moe_layers:
             layer.reset_gate()
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, embed_dim, H, W) decoder output."""
+    def features(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, embed_dim, H, W) decoder output; `mask` (B, 1, H, W): tokens of masked patches become the mask
+        token."""
         x = self.stem_norm(self.stem(x).permute(0, 2, 3, 1))  # (B, h, w, C)
+        if mask is not None:
+            hidden = F.max_pool2d(mask.float(), self.token_patch).permute(0, 2, 3, 1) > 0.5  # (B, h, w, 1)
+            x = torch.where(hidden, self.mask_token.to(x.dtype), x)
         skips = []
         for i, stage in enumerate(self.encoder_stages):
             x = stage(x)
@@ -138,17 +149,17 @@ class SwinUNetMoE(ConditionedNetwork):
             x = stage(fuse(torch.cat((expand(x), skips[-(j + 1)]), -1)))
         return self.final_expand(self.decoder_norm(x)).permute(0, 3, 1, 2)
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+    def reconstruct(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Phase 1 (masked image modelling): (B, C_max, H, W)."""
         if self.reconstruction is None:
             raise RuntimeError("built without a reconstruction head (with_reconstruction_head=False)")
-        out = self.reconstruction(self.features(x))
+        out = self.reconstruction(self.features(x, mask))
         return touch_with_zero(out, [self.dataset_heads]) if self.training else out
 
     def forward(self, x: torch.Tensor, condition: ConditionLike = None, tasks: Optional[torch.Tensor] = None,
-                reconstruct: bool = False):
+                reconstruct: bool = False, mask: Optional[torch.Tensor] = None):
         if reconstruct:
-            return self.reconstruct(x)
+            return self.reconstruct(x, mask)
         if tasks is None:
             task = self.resolve_condition(condition).task
             if task is None:

@@ -30,6 +30,18 @@ class M4oETrainerCodeGate(M4oETrainer):
     network_overrides = {**M4oETrainer.network_overrides, "gate_mode": "code_compat"}
 
 
+class M4oETrainerTwoExperts(M4oETrainer):
+    """Two experts, CT and MR (contrast-enhanced and plain MRI share one), instead of the paper's three."""
+    expert_modalities = ("CT", "MR")
+    network_overrides = {**M4oETrainer.network_overrides, "num_experts": 2}
+
+
+class M4oEPretrainTrainerTwoExperts(M4oEPretrainTrainer):
+    """Phase 1 for M4oETrainerTwoExperts."""
+    expert_modalities = ("CT", "MR")
+    network_overrides = {**M4oEPretrainTrainer.network_overrides, "num_experts": 2}
+
+
 class M4oETrainer_test(_NoMirroring, _ShortSchedule, M4oETrainer):
     """Tests: two epochs, one batch per task each."""
 
