@@ -157,6 +157,10 @@ def test_swin_unet_moe_sizes_match_the_reference():
     summary = moe_parameter_summary(net)
     assert round(summary["total"] / 1e6, 2) == 60.43 and round(summary["experts"] / 1e6, 2) == 46.95
     assert round(summary["gates"] / 1e6, 2) == 1.96 and round(summary["single_expert_path"] / 1e6, 2) == 27.17
+    # the plans template's defaults (3 experts, paper gate) on FLARE22 + AMOS-CT + AMOS-MR + ATLAS, 1 channel
+    from nnunetv2_universal.collection.templates import M4OE_SWIN
+    ours = SwinUNetMoE(1, 16, 4, (224, 224), stem_channels=[1], **M4OE_SWIN["arch_kwargs"])
+    assert moe_parameter_summary(ours)["total"] == 58_486_734
 
 
 def test_swin_unet_moe_forward_routing_and_heads():
