@@ -9,7 +9,8 @@ Expected layout (pass the release folder or its parent as -i)::
     atlas-train-dataset-1.0.1/train/imagesTr/im0.nii.gz ... im59.nii.gz
     atlas-train-dataset-1.0.1/train/labelsTr/lb0.nii.gz  ... (lb<N> belongs to im<N>)
 
-Labels: 1 liver, 2 tumour. Case ids `atlas23_<n>`. Channel "CE-MRI" (contrast-enhanced; per-image z-score). Split: seeded 80/20.
+Labels: 1 liver, 2 tumour. Case ids `atlas23_<n>`. Channel "CE-MRI" (contrast-enhanced; per-image z-score).
+Split: seeded 80/20.
 """
 from __future__ import annotations
 

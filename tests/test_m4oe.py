@@ -186,7 +186,8 @@ def test_three_experts_from_the_registry_channel_names():
     from nnunetv2_universal.dataset_conversion import amos22, atlas23, flare22
     from nnunetv2_universal.training.m4oe_trainer import M4oETrainer
     from nnunetv2_universal.training.variants.m4oe_variants import M4oETrainerTwoExperts
-    assert M4oETrainer.expert_modalities == ("CT", "CE-MRI", "MRI") and M4oETrainer.network_overrides["num_experts"] == 3
+    assert M4oETrainer.expert_modalities == ("CT", "CE-MRI", "MRI")
+    assert M4oETrainer.network_overrides["num_experts"] == 3
     names = {"FLARE22": flare22.CHANNELS["0"], "AMOS-CT": amos22.CHANNELS["ct"]["0"],
              "AMOS-MR": amos22.CHANNELS["mr"]["0"], "ATLAS23": atlas23.CHANNELS["0"]}
     assert {k: modality_family(v) for k, v in names.items()} == {"FLARE22": "CT", "AMOS-CT": "CT", "AMOS-MR": "MRI",

@@ -203,3 +203,16 @@ def test_cpu_demo_differs_only_in_size():
     assert len(CPU_DEMO["arch_kwargs"]["decoder_kernel_sizes"]) == 3
     assert PAPER["arch_kwargs"]["n_stages"] == 6  # the update did not leak into PAPER
     assert PAPER["patch_size"] == [64, 192, 192]
+
+
+def test_whole_slice_spacing_fits_the_largest_slice_into_the_patch():
+    """M4oE's whole slices: in-plane spacing coarsened only where a case's slice would not fit the 2D patch; the
+    resampled shape nnU-Net computes (round(shape x spacing / target)) then fits."""
+    from nnunetv2_universal.collection.plan_and_preprocess import whole_slice_spacing
+    shapes, spacings = [[90, 512, 512], [60, 400, 380]], [[2.5, 0.8, 0.8], [5.0, 0.7, 0.7]]
+    target = whole_slice_spacing([3.0, 0.8, 0.8], shapes, spacings, (224, 224))
+    assert target[0] == 3.0 and target[1] == pytest.approx(512 * 0.8 / 224)
+    for shape, spacing in zip(shapes, spacings):
+        assert all(round(n * s / t) <= 224 for n, s, t in zip(shape[1:], spacing[1:], target[1:]))
+    assert whole_slice_spacing([3.0, 0.8, 0.8], [[10, 100, 100]], [[3.0, 0.8, 0.8]], (224, 224)) == [3.0, 0.8, 0.8]
+    assert load_template("m4oe_swin")["whole_slices"] is True and load_template("m4oe_swin")["batch_size"] == 36

@@ -126,7 +126,7 @@ class EchoPromptTrainer(ConditionSensitivityLogging, SafeCheckpoints, nnUNetTrai
     seg_loss = "bce"  # the paper's L_BCE; "bce_dice" adds a masked soft Dice
     pixel_text_weight = 1.0  # lambda1 (= lambda2 in the paper)
     segmentation_weight = 1.0  # lambda2
-    prompt_weight = 1.0  # w_pr of the "safe" form: the matching loss trains only the keys (docs/explanation/echo-model.md)
+    prompt_weight = 1.0  # w_pr of the "safe" form: the matching loss trains only the keys (docs: echo-model.md)
     score_temperature = 0.07  # DenseCLIP's tau for the pixel-text logits
     augmentation = "paper"  # left-right flip, rotation, shear; "nnunet": nnU-Net's pipeline without mirroring
     rotation_degrees = 30.0  # the paper's +-30 degrees

@@ -61,3 +61,23 @@ class EchoPromptTrainer_test(_ShortSchedule, EchoPromptTrainer):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_iterations_per_epoch = 2
+
+
+class _CPUBench:
+    """Mixin for benchmarks/echo_synthetic.py: the trainer's defaults (one-pass epochs, paper losses and
+    augmentation) but 20 epochs and MADGRAD lr 1e-3, so that the tiny synthetic collection trains on a CPU."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 20
+        self.initial_lr = 1e-3
+        self.save_every = 20
+
+
+class EchoPromptTrainer_cpuBench(_CPUBench, EchoPromptTrainer):
+    """The default model on the CPU benchmark schedule."""
+
+
+class EchoPromptTrainerOneHot_cpuBench(_CPUBench, EchoPromptTrainerOneHot):
+    """One-hot class codes on the CPU benchmark schedule."""
