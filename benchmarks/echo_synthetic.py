@@ -1,7 +1,7 @@
 """The echo model with its paper defaults on a synthetic four-dataset echo collection (CPU), text vs one-hot codes.
 
-    python benchmarks/echo_synthetic.py --trainers EchoPromptTrainer_cpuBench EchoPromptTrainerOneHot_cpuBench \
-        --seeds 0 1 2 [--workdir DIR] [--out benchmarks/echo_synthetic_cpu.json]
+    python benchmarks/echo_synthetic.py [--trainers EchoPromptTrainer_cpuBench EchoPromptTrainerOneHot_cpuBench
+        EchoPromptTrainerRawText_cpuBench] [--seeds 0 1 2] [--workdir DIR] [--out benchmarks/echo_synthetic_cpu.json]
 
 Data (tests/echo_synthetic.py): CAMUS-like A2C and A4C clips with both classes, EchoNet-Dynamic-like A4C and
 EchoNet-Pediatric-like PSAX clips with LV_endo only; 8 training, 3 validation and 4 test clips each, 16 x 32 x 32;
@@ -37,7 +37,7 @@ MEMBERS = [  # id, name, case prefix, dataset, view, LV_endo only
 
 def prepare(root: str) -> dict:
     env = dict(os.environ, nnUNet_raw=os.path.join(root, "raw"), nnUNet_preprocessed=os.path.join(root, "pre"),
-               nnUNet_results=os.path.join(root, "results"), nnUNet_def_n_proc="1", nnUNet_n_proc_DA="0",
+               nnUNet_results=os.path.join(root, "results"), nnUNet_def_n_proc="1",
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         os.makedirs(env[key], exist_ok=True)
@@ -75,7 +75,7 @@ run_training("{collection}", "3d_fullres", 0, sys.argv[1], "{plans}", device=tor
 
 def run_one(env: dict, root: str, trainer: str, seed: int) -> dict:
     results = os.path.join(root, f"results_{trainer}_{seed}")
-    run_env = dict(env, nnUNet_results=results)
+    run_env = dict(env, nnUNet_results=results, nnUNet_n_proc_DA="0")  # training only (preprocessing needs >= 1)
     start = time.time()
     subprocess.run([sys.executable, "-c", TRAIN.format(collection=COLLECTION, plans=PLANS), trainer, str(seed)],
                    env=run_env, check=True, stdout=subprocess.DEVNULL)
@@ -105,8 +105,8 @@ def median_row(runs: list) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--trainers", nargs="+", default=["EchoPromptTrainer_cpuBench",
-                                                          "EchoPromptTrainerOneHot_cpuBench"])
+    parser.add_argument("--trainers", nargs="+", default=[
+        "EchoPromptTrainer_cpuBench", "EchoPromptTrainerOneHot_cpuBench", "EchoPromptTrainerRawText_cpuBench"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "echo_synthetic_cpu.json"))

@@ -330,19 +330,24 @@ def test_score_maps_are_cosines_of_projected_voxels_and_text(tmp_path):
 
 # ---------------------------------------------------------------- paper fidelity (issue 15)
 
-def test_text_codes_keep_the_text_distinct_and_not_antipodal(tmp_path, stand_ins):
-    """Mean-pooled token states, each scaled to unit length, no centring over the classes: the two classes' codes
-    differ and are not +-u (centring two vectors makes them exactly antipodal, like a centred one-hot code)."""
+def test_text_codes_keep_the_text_distinct_and_not_antipodal(tmp_path, stand_ins, monkeypatch):
+    """Mean-pooled token states minus the bare template's, each scaled to unit length, no centring over the
+    classes: the two classes' codes differ clearly and are not +-u (centring two vectors makes them exactly
+    antipodal, like a centred one-hot code). Raw mean-pooled prompts are nearly parallel."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     texts = ["left ventricle epicardium", "left ventricle endocardium"]
+    cos = torch.nn.functional.cosine_similarity
+    raw = class_text_embeddings(texts, stand_ins["bert"], relative_to_template=False)
     net = make_network(folder=tmp_path)
     net.class_embeddings.copy_(class_text_embeddings(texts, stand_ins["bert"]))
     net.class_embeddings_ready.fill_(True)
-    cos = torch.nn.functional.cosine_similarity
     embeddings = net.text_embeddings()
     assert torch.allclose(embeddings.norm(dim=1), torch.ones(2))
-    assert -0.5 < float(cos(embeddings[0], embeddings[1], dim=0)) < 0.999
-    codes = net.text_code(embeddings)
-    assert -0.5 < float(cos(codes[0], codes[1], dim=0).detach()) < 0.999
+    relative = float(cos(embeddings[0], embeddings[1], dim=0))
+    assert -0.5 < relative < 0.9 < float(cos(raw[0], raw[1], dim=0))
+    with torch.no_grad():
+        codes = net.text_code(embeddings)
+    assert -0.5 < float(cos(codes[0], codes[1], dim=0)) < 0.95
     centred = embeddings - embeddings.mean(0)
     assert float(cos(centred[0], centred[1], dim=0)) == pytest.approx(-1.0, abs=1e-5)  # what the old code did
 

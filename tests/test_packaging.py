@@ -26,3 +26,22 @@ def test_all_subpackages_are_packaged():
         if "__init__.py" in files:
             assert os.path.relpath(folder, ROOT).replace(os.sep, ".") in listed, folder
     assert "nnunetv2_universal.dataset_conversion" in listed
+
+
+def test_every_trainer_class_is_visible_to_nnunet_trainer_search():
+    """nnU-Net finds -tr names only in nnUNet_extTrainer (nnunetv2_universal/nnunet_trainers): every public
+    nnUNetTrainer subclass of the plugin must be re-exported there."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    import nnunetv2_universal.training as training
+    from nnunetv2_universal.nnunet_trainers import nnunetv2_universal_uniseg as exported
+    defined = set()
+    for module in pkgutil.walk_packages(training.__path__, "nnunetv2_universal.training."):
+        for name, obj in inspect.getmembers(importlib.import_module(module.name), inspect.isclass):
+            if issubclass(obj, nnUNetTrainer) and obj.__module__ == module.name and not name.startswith("_"):
+                defined.add(name)
+    assert defined and sorted(defined - set(vars(exported))) == []

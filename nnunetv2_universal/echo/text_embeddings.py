@@ -23,10 +23,14 @@ class TextEncoderError(RuntimeError):
 
 @torch.no_grad()
 def class_text_embeddings(class_texts: Sequence[str], path: Optional[str] = None, pooling: str = "mean",
-                          template: str = PROMPT_TEMPLATE) -> torch.Tensor:
+                          template: str = PROMPT_TEMPLATE, relative_to_template: bool = True) -> torch.Tensor:
     """(K, hidden) embeddings of template.format(text) per class: the mean over the non-padding tokens of BERT's
     last hidden state (default: the class words enter directly), or the [CLS] state ("cls"), which for prompts
-    that differ in one word is nearly parallel across the classes."""
+    that differ in one word is nearly parallel across the classes.
+
+    relative_to_template: minus the embedding of the bare template (`template.format("")`), the part every prompt
+    shares by construction. Each class keeps what its own words add; unlike centring over the classes, a class's
+    vector does not depend on the other classes (with two classes centring leaves +-u, a one-hot code)."""
     from transformers import BertModel, BertTokenizer
 
     if pooling not in POOLINGS:
@@ -42,9 +46,12 @@ def class_text_embeddings(class_texts: Sequence[str], path: Optional[str] = None
         model = BertModel.from_pretrained(path, local_files_only=True).eval()
     except (OSError, ValueError) as e:
         raise TextEncoderError(f"cannot load a BERT model from {path}: {e}") from e
-    tokens = tokenizer([template.format(t) for t in class_texts], padding=True, return_tensors="pt")
+    prompts = [template.format(t) for t in class_texts] + ([template.format("")] if relative_to_template else [])
+    tokens = tokenizer(prompts, padding=True, return_tensors="pt")
     hidden = model(**tokens).last_hidden_state
     if pooling == "cls":
-        return hidden[:, 0].float()
-    mask = tokens["attention_mask"][..., None].float()
-    return ((hidden * mask).sum(1) / mask.sum(1)).float()
+        pooled = hidden[:, 0].float()
+    else:
+        mask = tokens["attention_mask"][..., None].float()
+        pooled = ((hidden * mask).sum(1) / mask.sum(1)).float()
+    return pooled[:-1] - pooled[-1:] if relative_to_template else pooled

@@ -160,9 +160,9 @@ class EchoPromptNetwork(_StemmedUNetParts, ConditionedNetwork):
         return x, scores
 
     def text_embeddings(self) -> torch.Tensor:
-        """(K, D) class embeddings, each scaled to unit length (BERT states have norms ~10; the learned projections
-        then start at O(1)). No centring over the classes: with two classes that would leave +-u, the same as a
-        centred one-hot code, and drop what the text says (docs/explanation/echo-model.md)."""
+        """(K, D) class embeddings (the trainer stores each prompt's embedding minus the bare template's), each
+        scaled to unit length so the learned projections start at O(1). No centring over the classes: with two
+        classes that would leave +-u, the same as a centred one-hot code (docs/explanation/echo-model.md)."""
         return F.normalize(self.class_embeddings, dim=1, eps=1e-12)
 
     def score_maps(self, features: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:

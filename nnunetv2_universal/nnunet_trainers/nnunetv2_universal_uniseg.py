@@ -9,13 +9,16 @@ from nnunetv2_universal.training.variants.uniseg_ablations import (  # noqa: F40
     UniSegTrainerMultiplePrompts, UniSegTrainerUniSegT)
 from nnunetv2_universal.training.echo_trainer import EchoPromptTrainer  # noqa: F401
 from nnunetv2_universal.training.variants.echo_variants import (  # noqa: F401
-    EchoPromptTrainer_test, EchoPromptTrainerNoText, EchoPromptTrainerOneHot, EchoPromptTrainerPaperLoss,
-    EchoPromptTrainerViewGiven)
+    EchoPromptTrainer_cpuBench, EchoPromptTrainer_test, EchoPromptTrainer250Iterations, EchoPromptTrainerBCEDice,
+    EchoPromptTrainerFullResScores, EchoPromptTrainerNnUNetAugmentation, EchoPromptTrainerNoText,
+    EchoPromptTrainerOneHot, EchoPromptTrainerOneHot_cpuBench, EchoPromptTrainerPaperLoss, EchoPromptTrainerRawText,
+    EchoPromptTrainerRawText_cpuBench, EchoPromptTrainerViewGiven)
 from nnunetv2_universal.training.m4oe_trainer import (  # noqa: F401
-    M4oEPretrainTrainer, M4oESwinPretrainTrainer, M4oESwinTrainer, M4oETrainer)
+    M4oEPretrainTrainer, M4oESwinPretrainTrainer, M4oESwinTrainer, M4oESwinTrainerReleasedCode, M4oETrainer)
 from nnunetv2_universal.training.variants.m4oe_variants import (  # noqa: F401
-    M4oEPretrainTrainer_test, M4oESwinTrainer_test, M4oETrainer_test, M4oETrainerCodeGate, M4oETrainerDecoderOnly,
-    M4oETrainerEncoderOnly, M4oETrainerNoGate, M4oETrainerNoMoE)
+    M4oEPretrainTrainer_test, M4oEPretrainTrainerTwoExperts, M4oESwinTrainer_test, M4oETrainer_test,
+    M4oETrainerCodeGate, M4oETrainerDecoderOnly, M4oETrainerEncoderOnly, M4oETrainerNoGate, M4oETrainerNoMoE,
+    M4oETrainerTwoExperts)
 from nnunetv2_universal.training.hermes_trainer import HermesTrainer  # noqa: F401
 from nnunetv2_universal.training.variants.hermes_variants import (  # noqa: F401
     HermesTrainer_test, HermesTrainerAdamW, HermesTrainerNewTasksOnly, HermesTrainerNoDeepSupervision,

@@ -134,6 +134,7 @@ class EchoPromptTrainer(ConditionSensitivityLogging, SafeCheckpoints, nnUNetTrai
     augmentation_probability = 0.5  # per clip, for rotation and shear (the paper gives none); flip: 0.5 per clip
     epoch_is_one_pass = True  # iterations per epoch = ceil(training clips / batch), as the paper's epochs
     text_pooling = "mean"  # mean of the prompt's token states (keeps the class words; [CLS] is near-parallel)
+    text_relative_to_template = True  # minus the bare template's embedding: what each class's words add
     query_batch_size = 16
     # The view prompts may legitimately change little (the model is meant to be view-agnostic): the condition
     # sensitivity is logged for information, without the "ignores its prompt" warning.
@@ -236,7 +237,8 @@ class EchoPromptTrainer(ConditionSensitivityLogging, SafeCheckpoints, nnUNetTrai
         network = self._plain_network()
         if network.text_mode != "clinicalbert" or bool(network.class_embeddings_ready):
             return  # one-hot codes, or loaded from a checkpoint
-        embeddings = class_text_embeddings(self.metadata.class_texts, pooling=self.text_pooling)
+        embeddings = class_text_embeddings(self.metadata.class_texts, pooling=self.text_pooling,
+                                           relative_to_template=self.text_relative_to_template)
         if embeddings.shape != network.class_embeddings.shape:
             raise ValueError(f"the text encoder gives embeddings of shape {tuple(embeddings.shape)}; the plans' "
                              f"text_dim expects {tuple(network.class_embeddings.shape)}")

@@ -21,6 +21,12 @@ class EchoPromptTrainerOneHot(EchoPromptTrainer):
     network_overrides = {"text_mode": "onehot"}
 
 
+class EchoPromptTrainerRawText(EchoPromptTrainer):
+    """Mean-pooled prompt embeddings as they are, without subtracting the bare template's embedding (nearly
+    parallel across the classes: LV_epi collapsed onto LV_endo in benchmarks/echo_synthetic.py)."""
+    text_relative_to_template = False
+
+
 class EchoPromptTrainerViewGiven(EchoPromptTrainer):
     """The view id selects the prompt slots in training and at prediction (not view-agnostic: predict with
     nnUNetv2_universal_predict_echo --view)."""
@@ -81,3 +87,7 @@ class EchoPromptTrainer_cpuBench(_CPUBench, EchoPromptTrainer):
 
 class EchoPromptTrainerOneHot_cpuBench(_CPUBench, EchoPromptTrainerOneHot):
     """One-hot class codes on the CPU benchmark schedule."""
+
+
+class EchoPromptTrainerRawText_cpuBench(_CPUBench, EchoPromptTrainerRawText):
+    """Raw mean-pooled text on the CPU benchmark schedule."""
