@@ -134,6 +134,8 @@ class M4oEUNet(_StemmedUNetParts, ConditionedNetwork):
         if mask is not None:
             token = self.mask_token[:x.shape[1]].reshape(1, -1, *[1] * (x.ndim - 2)).to(x.dtype)
             x = x * (1 - mask) + token * mask
+        elif self.training:  # unmasked: the token still gets a (zero) gradient, as DDP requires
+            x = x + self.mask_token.sum() * 0.0
         out = self.reconstruction(self._features(x)[-1])
         return touch_with_zero(out, [self.dataset_heads]) if self.training else out
 

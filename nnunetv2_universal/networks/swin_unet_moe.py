@@ -138,6 +138,8 @@ class SwinUNetMoE(ConditionedNetwork):
         if mask is not None:
             hidden = F.max_pool2d(mask.float(), self.token_patch).permute(0, 2, 3, 1) > 0.5  # (B, h, w, 1)
             x = torch.where(hidden, self.mask_token.to(x.dtype), x)
+        elif self.mask_token is not None and self.training:  # a (zero) gradient for DDP
+            x = x + self.mask_token.sum() * 0.0
         skips = []
         for i, stage in enumerate(self.encoder_stages):
             x = stage(x)
