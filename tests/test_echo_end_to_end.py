@@ -80,6 +80,32 @@ def test_sam_runs_once_per_case_before_training_never_in_a_step(echo_workspace):
     assert at_start >= 1 and in_steps == 0
 
 
+DEFAULTS_CHECK = """
+import math, torch
+from nnunetv2.run.run_training import get_trainer_from_args
+from nnunetv2_universal.echo.augmentation import InPlaneShear
+trainer = get_trainer_from_args("{collection}", "3d_fullres", 0, "EchoPromptTrainer", "EchoPlansTest",
+                                device=torch.device("cpu"))
+trainer.initialize()
+dl_train, _ = trainer.get_dataloaders()
+n_train = len(trainer.get_tr_and_val_datasets()[0].identifiers)
+names = [type(t).__name__ for t in dl_train.data_loader.transforms.transforms]
+names += [type(t.transform).__name__ for t in dl_train.data_loader.transforms.transforms if hasattr(t, "transform")]
+print("DEFAULTS", trainer.num_iterations_per_epoch, math.ceil(n_train / trainer.batch_size), " ".join(names))
+"""
+
+
+def test_default_trainer_uses_one_pass_epochs_and_the_papers_augmentation(echo_workspace):
+    """The default EchoPromptTrainer (not the test schedule): iterations per epoch = ceil(training clips / batch),
+    and its training pipeline is the paper's (shear, left-right mirror, no nnU-Net intensity transforms)."""
+    proc = run(["python", "-c", DEFAULTS_CHECK.format(collection=COLLECTION)], echo_workspace["env"],
+               {"nnUNet_n_proc_DA": "0"})
+    iterations, expected, *names = proc.stdout.split("DEFAULTS")[1].split()
+    assert int(iterations) == int(expected) >= 1
+    assert {"InPlaneShear", "MirrorTransform", "SpatialTransform"} <= set(names)
+    assert not {"GaussianNoiseTransform", "GammaTransform"} & set(names)
+
+
 @pytest.mark.parametrize("how, message", [("nan", "NaN or infinite"), ("non_orthonormal", "orthonormal"),
                                           ("single_frame_dicom", "a single-frame image, not a cine"),
                                           ("unknown_view", "unknown view 'PLAX'")])

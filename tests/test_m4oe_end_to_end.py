@@ -69,7 +69,8 @@ def test_swin_unet_as_nnunet_2d_configuration(collection_workspace, tmp_path):
     fold = join(env["nnUNet_results"], RESULTS, "M4oESwinTrainer_test__M4oESwinTest__2d", "fold_0")
     train_killed_and_resumed(["nnUNetv2_train", COLLECTION_ID, "2d", "0", "-tr", "M4oESwinTrainer_test", "-p",
                               "M4oESwinTest", "-device", "cpu"], env, fold, {"nnUNet_n_proc_DA": "0"})
-    load_final_checkpoint(fold)
+    optimizer = load_final_checkpoint(fold)["optimizer_state"]["param_groups"][0]
+    assert "amsgrad" in optimizer and optimizer["weight_decay"] == 1e-4  # the paper's AdamW, not nnU-Net's SGD
     members = collection_workspace["members"]
     brain = next(m for m in members if "Brain" in m)
     out = join(collection_workspace["root"], "swin_pred")
