@@ -2,6 +2,11 @@
 
     python benchmarks/conditioning.py --trainers UniSegTrainer_cpuDemo DoDNetTrainer_cpuDemo --seeds 0 1 2 \
         [--workdir DIR] [--parallel 2] [--out benchmarks/conditioning_cpu.json]
+    python benchmarks/conditioning.py --data real --source TotalSegmentator/tests/reference_files ... [--single_task]
+
+`--data real` is the real-CT collection of `nnunetv2_universal.demo.real_ct` (benchmarks/real_anatomy.py runs it);
+`--single_task` also trains each trainer on every task alone (a one-member collection) for as many iterations as
+the multi-task run has in total.
 
 The demo's synthetic collection (`nnunetv2_universal.demo.synthetic`): two CT tasks whose images all show liver,
 lesion and kidneys, each labelling only its own structures, plus PET/CT and 4-channel brain MR. It is written,
@@ -29,33 +34,82 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 BIN = os.path.dirname(sys.executable)
-COLLECTION = "900"
-FIRST_ID = 501
 PLANS = "UniSegPlansCPUDemo"
 SEPARATED = 0.05
 DEMO_SUFFIX = "_cpuDemo"
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def prepare(root: str, num_train: int, num_test: int) -> dict:
+class Data:
+    """One benchmark collection: its member tasks (PartialLabelTask), ids, and how its members are written."""
+
+    def __init__(self, key: str, collection: int, name: str, first_id: int):
+        self.key, self.collection, self.name, self.first_id = key, collection, name, first_id
+
+    @property
+    def tasks(self):
+        if self.key == "real":
+            from nnunetv2_universal.demo.real_ct import REAL_TASKS
+            return REAL_TASKS
+        from nnunetv2_universal.demo.synthetic import SYNTHETIC_TASKS
+        return SYNTHETIC_TASKS
+
+    def member(self, i: int) -> str:
+        return f"Dataset{self.first_id + i:03d}_{self.tasks[i].name}"
+
+    def single_task_collection(self, i: int) -> tuple:
+        """(id, name) of the collection holding task i alone."""
+        return self.collection + 1 + i, f"{self.name}Only{self.tasks[i].name}"
+
+    def collections(self, single_task: bool):
+        yield self.collection, self.name, list(range(len(self.tasks)))
+        if single_task:
+            for i in range(len(self.tasks)):
+                yield (*self.single_task_collection(i), [i])
+
+    def write_members(self, raw: str, num_train: int, num_test: int, source) -> None:
+        if self.key == "real":
+            from nnunetv2_universal.demo.real_ct import make_real_ct_datasets
+            if not source:
+                raise SystemExit("--data real needs --source (TotalSegmentator's tests/reference_files folder)")
+            make_real_ct_datasets(raw, source, self.first_id, num_train=num_train, seed=0)
+        else:
+            from nnunetv2_universal.demo.synthetic import make_synthetic_datasets
+            make_synthetic_datasets(raw, self.first_id, num_train=num_train, num_test=num_test, seed=0)
+
+    def group_of(self, case: str):
+        """Held-out case -> the group its numbers are reported for (real data: the patient); None: one group."""
+        if self.key == "real":
+            from nnunetv2_universal.demo.real_ct import patient_of
+            return patient_of(case)
+        return None
+
+
+DATA = {"synthetic": Data("synthetic", 900, "Synth", 501), "real": Data("real", 910, "RealCT", 511)}
+
+
+def prepare(root: str, data: Data, num_train: int, num_test: int, source=None, single_task: bool = False) -> dict:
     env = dict(os.environ, nnUNet_raw=os.path.join(root, "raw"), nnUNet_preprocessed=os.path.join(root, "pre"),
                nnUNet_results=os.path.join(root, "results"), nnUNet_def_n_proc="1")
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         os.makedirs(env[key], exist_ok=True)
-    if os.path.isdir(os.path.join(env["nnUNet_preprocessed"], f"Dataset{COLLECTION}_Synth")):
-        return env
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from nnunetv2_universal.demo.synthetic import SYNTHETIC_TASKS, make_synthetic_datasets
-    make_synthetic_datasets(env["nnUNet_raw"], FIRST_ID, num_train=num_train, num_test=num_test, seed=0)
-    ids = [str(FIRST_ID + i) for i in range(len(SYNTHETIC_TASKS))]
-    for cmd in (["nnUNetv2_universal_build_collection", "-d", *ids, "-o", COLLECTION, "-n", "Synth"],
-                ["nnUNetv2_universal_plan_and_preprocess", "-d", COLLECTION, "-pl", "cpu_demo", "-np", "1",
-                 "--no_pbar"]):
-        subprocess.run([os.path.join(BIN, cmd[0])] + cmd[1:], env=env, check=True, stdout=subprocess.DEVNULL)
+    if not os.path.isdir(os.path.join(env["nnUNet_raw"], data.member(0))):
+        data.write_members(env["nnUNet_raw"], num_train, num_test, source)
+    for collection, name, tasks in data.collections(single_task):
+        if os.path.isdir(os.path.join(env["nnUNet_preprocessed"], f"Dataset{collection}_{name}")):
+            continue
+        ids = [str(data.first_id + i) for i in tasks]
+        for cmd in (["nnUNetv2_universal_build_collection", "-d", *ids, "-o", str(collection), "-n", name],
+                    ["nnUNetv2_universal_plan_and_preprocess", "-d", str(collection), "-pl", "cpu_demo", "-np", "1",
+                     "--no_pbar"]):
+            subprocess.run([os.path.join(BIN, cmd[0])] + cmd[1:], env=env, check=True, stdout=subprocess.DEVNULL)
     return env
 
 
 # ---------------------------------------------------------------- one training run (child process)
-def train_and_track(trainer_name: str, seed: int, out_file: str) -> None:
+def train_and_track(trainer_name: str, seed: int, out_file: str, data: Data, only_task=None) -> None:
+    """Train `trainer_name` on the data's collection (or, with `only_task`, on that task alone for as many
+    iterations as the whole collection's run), scoring the held-out cases after every epoch and at the end."""
     import random
     import torch
     torch.set_num_threads(1)
@@ -75,13 +129,25 @@ def train_and_track(trainer_name: str, seed: int, out_file: str) -> None:
         cls = None if base is None else type(trainer_name, (*mixins, base), {})
     if cls is None:
         raise SystemExit(f"trainer {trainer_name} not found")
+    collection, name = data.collection, data.name
+    tasks = list(data.tasks)
+    if only_task is not None:
+        i = [t.name for t in tasks].index(only_task)
+        collection, name = data.single_task_collection(i)
+        # as many iterations as the multi-task run: every batch is this task's
+        cls = type(cls.__name__, (cls,), {"batches_per_task_per_epoch": cls.batches_per_task_per_epoch * len(tasks)})
+        members = {only_task: data.member(i)}
+    else:
+        members = {t.name: data.member(i) for i, t in enumerate(tasks)}
     from nnunetv2_universal.demo.held_out import HeldOut
     history = []
 
     class Tracked(cls):
         def on_train_start(self):
             super().on_train_start()
-            self.held_out = HeldOut(self, FIRST_ID)
+            # the per-epoch curve on in-distribution cases (real data: the training patient's held-out crop)
+            self.held_out = HeldOut(self, tasks=tasks, members=members,
+                                    per_epoch_cases=lambda case: data.group_of(case) in (None, "a"))
 
         def on_epoch_end(self):
             entry = {"epoch": self.current_epoch, "tasks": self.held_out.per_epoch()}
@@ -92,7 +158,7 @@ def train_and_track(trainer_name: str, seed: int, out_file: str) -> None:
             pass  # scored below from the raw files
 
     Tracked.__name__ = cls.__name__
-    folder = join(nnUNet_preprocessed, f"Dataset{COLLECTION}_Synth")
+    folder = join(nnUNet_preprocessed, f"Dataset{collection}_{name}")
     plans = dict(load_json(join(folder, f"{PLANS}.json")), continue_training=False)  # as nnU-Net 2.8 run_training
     trainer = Tracked(plans, "3d_fullres", 0,
                       load_json(join(folder, "dataset.json")), torch.device("cpu"))
@@ -102,7 +168,7 @@ def train_and_track(trainer_name: str, seed: int, out_file: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         final = trainer.held_out.final(tmp)
     iterations = trainer.num_iterations_per_epoch
-    crosses = [max(e["tasks"][t]["cross_activation"] for t in e["tasks"]) for e in history]
+    crosses = [max([e["tasks"][t]["cross_activation"] for t in e["tasks"]] or [0.0]) for e in history]
     separated_at = None
     for i in range(len(crosses)):
         if all(c <= SEPARATED for c in crosses[i:]):
@@ -110,71 +176,134 @@ def train_and_track(trainer_name: str, seed: int, out_file: str) -> None:
             break
     diagnostic = trainer.logger.local_logger.my_fantastic_logging.get("condition_sensitivity")
     with open(out_file, "w") as f:
-        json.dump({"trainer": trainer_name, "seed": seed, "train_seconds": train_time,
+        json.dump({"trainer": trainer_name, "seed": seed, "only_task": only_task, "train_seconds": train_time,
                    "iterations_per_epoch": iterations, "epochs": trainer.num_epochs,
                    "iterations_to_separate": None if separated_at is None else (separated_at + 1) * iterations,
                    "final": final, "history": history, "condition_sensitivity": diagnostic}, f, indent=1)
 
 
 # ---------------------------------------------------------------- driver
-def summarise(runs) -> dict:
-    table = {}
+def _median(xs):
+    xs = [x for x in xs if x is not None]
+    return float(np.median(xs)) if xs else None
+
+
+def _group_means(run: dict, task: str, data: Data) -> dict:
+    """Per group of held-out cases (real data: patient a / b) the mean of each metric; {} without groups."""
+    cases = run["final"][task].get("cases", {})
+    groups = {}
+    for case, values in cases.items():
+        g = data.group_of(case)
+        if g is not None:
+            groups.setdefault(g, []).append(values)
+    keys = ("task_dice", "all_tasks_dice", "cross_activation", "task_dice_as_stored")
+    return {g: {k: _mean_or_none([v.get(k) for v in vs]) for k in keys} for g, vs in sorted(groups.items())}
+
+
+def _mean_or_none(xs):
+    xs = [x for x in xs if x is not None]
+    return float(np.mean(xs)) if xs else None
+
+
+def summarise(runs, data: Data) -> dict:
+    """Medians over seeds per trainer (multi-task runs); single-task runs give each task's `single_task` numbers."""
+    table, single = {}, {}
     for r in runs:
-        table.setdefault(r["trainer"], []).append(r)
+        if r.get("only_task"):
+            single.setdefault((r["trainer"], r["only_task"]), []).append(r)
+        else:
+            table.setdefault(r["trainer"], []).append(r)
     summary = {}
     for trainer, rs in table.items():
         tasks = rs[0]["final"].keys()
-        med = lambda xs: float(np.median(xs)) if xs else None  # noqa: E731
         its = [r["iterations_to_separate"] for r in rs]
         summary[trainer] = {
             "seeds": [r["seed"] for r in rs],
             "iterations_to_separate": its,
             "iterations_to_first_separation": [_first_separation(r) for r in rs],
             # per run the largest cross-activation of any task, then the median over runs
-            "cross_activation_max": med([max([v["cross_activation"] for v in r["final"].values()
-                                              if v["cross_activation"] is not None] or [0.0]) for r in rs]),
-            "median_iterations_to_separate": med([i if i is not None else float("inf") for i in its]),
-            "tasks": {t: {k: med([r["final"][t][k] for r in rs if r["final"][t][k] is not None])
+            "cross_activation_max": _median([max([v["cross_activation"] for v in r["final"].values()
+                                                  if v["cross_activation"] is not None] or [0.0]) for r in rs]),
+            "median_iterations_to_separate": _median([i if i is not None else float("inf") for i in its]),
+            "tasks": {t: {k: _median([r["final"][t][k] for r in rs])
                           for k in ("task_dice", "all_tasks_dice", "cross_activation")} for t in tasks}}
+        for t in tasks:
+            groups = [_group_means(r, t, data) for r in rs]
+            if groups[0]:
+                summary[trainer]["tasks"][t]["groups"] = {
+                    g: {k: _median([gr[g][k] for gr in groups]) for k in groups[0][g]} for g in groups[0]}
+            alone = single.get((trainer, t))
+            if alone:
+                entry = {"seeds": [r["seed"] for r in alone],
+                         "task_dice": _median([r["final"][t]["task_dice"] for r in alone]),
+                         "cross_activation": _median([r["final"][t]["cross_activation"] for r in alone])}
+                groups = [_group_means(r, t, data) for r in alone]
+                if groups[0]:
+                    entry["groups"] = {g: {k: _median([gr[g][k] for gr in groups]) for k in groups[0][g]}
+                                       for g in groups[0]}
+                summary[trainer]["tasks"][t]["single_task"] = entry
     return summary
 
 
 def _first_separation(run: dict):
     """Iterations up to the first epoch at which every CT task's cross-activation is <= 5 % (None: never)."""
     for e in run["history"]:
-        if max(t["cross_activation"] for t in e["tasks"].values()) <= SEPARATED:
+        if max([t["cross_activation"] for t in e["tasks"].values()] or [0.0]) <= SEPARATED:
             return (e["epoch"] + 1) * run["iterations_per_epoch"]
     return None
 
 
 def print_table(summary: dict) -> None:
-    print(f"\n{'trainer':34s} {'task':14s} {'--task':>7s} {'--all':>7s} {'cross':>7s}  iterations to separate")
-    for trainer, s in summary.items():
-        its = ", ".join("never" if i is None else str(i) for i in s["iterations_to_separate"])
-        for j, (task, v) in enumerate(s["tasks"].items()):
-            fmt = lambda x: "   -   " if x is None else f"{x:7.3f}"  # noqa: E731
-            print(f"{trainer if j == 0 else '':34s} {task:14s} {fmt(v['task_dice'])} {fmt(v['all_tasks_dice'])} "
-                  f"{fmt(v['cross_activation'])}  {its if j == 0 else ''}")
+    print(markdown(summary))
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
 
 
 def markdown(summary: dict) -> str:
-    """The side-by-side table of the docs: medians over seeds; iterations to separate per seed."""
-    fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
-    tasks = list(next(iter(summary.values()))["tasks"])
-    head = "| trainer | " + " | ".join(f"{t} --task / --all" for t in tasks) + \
-        " | cross (largest per run) | iterations to separate (per seed) | first epoch <= 5 % (iterations) |"
+    """The side-by-side table of the docs: medians over seeds; iterations to separate per seed. With groups (real
+    data): one row per trainer and patient group, own Dice beside the single-task model's."""
+    first = next(iter(summary.values()))
+    tasks = list(first["tasks"])
+    grouped = "groups" in first["tasks"][tasks[0]]
+    its_cols = lambda s: tuple(", ".join("never" if i is None else f"{i:,}" for i in s[k])  # noqa: E731
+                               for k in ("iterations_to_separate", "iterations_to_first_separation"))
+    if not grouped:
+        head = "| trainer | " + " | ".join(f"{t} --task / --all" for t in tasks) + \
+            " | cross (largest per run) | iterations to separate (per seed) | first epoch <= 5 % (iterations) |"
+        lines = [head, "|" + "---|" * (len(tasks) + 4)]
+        for trainer, s in summary.items():
+            its, first_sep = its_cols(s)
+            lines.append(f"| `{trainer}` | " + " | ".join(
+                f"{_fmt(v['task_dice'])} / {_fmt(v['all_tasks_dice'])}" for v in s["tasks"].values()) +
+                f" | {_fmt(s['cross_activation_max'])} | {its} | {first_sep} |")
+        return "\n".join(lines)
+    head = "| trainer | patient | " + " | ".join(f"{t} --task / --all / alone / cross" for t in tasks) + \
+        " | iterations to separate (per seed) | first epoch <= 5 % (iterations) |"
     lines = [head, "|" + "---|" * (len(tasks) + 4)]
     for trainer, s in summary.items():
-        its, first = (", ".join("never" if i is None else f"{i:,}" for i in s[k])
-                      for k in ("iterations_to_separate", "iterations_to_first_separation"))
-        lines.append(f"| `{trainer}` | " + " | ".join(
-            f"{fmt(v['task_dice'])} / {fmt(v['all_tasks_dice'])}" for v in s["tasks"].values()) +
-            f" | {fmt(s['cross_activation_max'])} | {its} | {first} |")
+        its, first_sep = its_cols(s)
+        for j, g in enumerate(s["tasks"][tasks[0]]["groups"]):
+            cells = []
+            for t in tasks:
+                v = s["tasks"][t]["groups"][g]
+                alone = s["tasks"][t].get("single_task", {}).get("groups", {}).get(g, {}).get("task_dice")
+                stored = "" if v.get("task_dice_as_stored") is None else \
+                    f" (as stored: {_fmt(v['task_dice_as_stored'])})"
+                cells.append(f"{_fmt(v['task_dice'])}{stored} / {_fmt(v['all_tasks_dice'])} / {_fmt(alone)} / "
+                             f"{_fmt(v['cross_activation'])}")
+            lines.append(f"| {'`' + trainer + '`' if j == 0 else ''} | {g} | " + " | ".join(cells) +
+                         f" | {its if j == 0 else ''} | {first_sep if j == 0 else ''} |")
     return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", choices=sorted(DATA), default="synthetic")
+    parser.add_argument("--source", default=None, help="--data real: TotalSegmentator's tests/reference_files")
+    parser.add_argument("--single_task", action="store_true", help="also train each trainer on every task alone "
+                        "(as many iterations as the multi-task run)")
     parser.add_argument("--trainers", nargs="+", default=["UniSegTrainer_cpuDemo"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--workdir", default=None, help="reuse this folder (data are prepared once)")
@@ -186,10 +315,12 @@ def main(argv=None):
                         "finished run in a --workdir, and exit")
     parser.add_argument("--demo_reference", action="store_true", help="with --report DIR: store the paper "
                         "network's medians where the demo prints them beside its own")
-    parser.add_argument("--_child", nargs=3, metavar=("TRAINER", "SEED", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--_child", nargs=4, metavar=("TRAINER", "SEED", "OUT", "ONLY_TASK"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    data = DATA[args.data]
     if args._child:
-        train_and_track(args._child[0], int(args._child[1]), args._child[2])
+        trainer, seed, out, only = args._child
+        train_and_track(trainer, int(seed), out, data, None if only == "-" else only)
         return
     if args.report:
         if os.path.isdir(args.report):
@@ -197,8 +328,10 @@ def main(argv=None):
             runs = [json.load(open(os.path.join(runs_dir, f))) for f in sorted(os.listdir(runs_dir))
                     if f.endswith(".json")]
             order = {t: i for i, t in enumerate(args.trainers)}
+            runs = [r for r in runs if r["trainer"] in order] if args.trainers != parser.get_default("trainers") \
+                else runs
             runs.sort(key=lambda r: (order.get(r["trainer"], len(order)), r["seed"]))
-            summary = summarise(runs)
+            summary = summarise(runs, data)
             if args.out:
                 _write(args.out, root=args.report, summary=summary, runs=runs)
             if args.demo_reference:
@@ -209,30 +342,33 @@ def main(argv=None):
         print(markdown(summary))
         return
     root = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix="conditioning_"))
-    env = prepare(root, args.num_train, args.num_test)
+    env = prepare(root, data, args.num_train, args.num_test, args.source, args.single_task)
     runs_dir = os.path.join(root, "runs")
     os.makedirs(runs_dir, exist_ok=True)
 
     def one(job):
-        trainer, seed = job
-        out = os.path.join(runs_dir, f"{trainer}_seed{seed}.json")
+        trainer, seed, only = job
+        out = os.path.join(runs_dir, f"{trainer}{'' if only is None else '_only' + only}_seed{seed}.json")
         if not os.path.isfile(out):
             child_env = dict(env, nnUNet_results=os.path.join(root, "results", f"seed{seed}"), nnUNet_n_proc_DA="0",
                              OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
             with open(out[:-5] + ".log", "w") as log:
-                subprocess.run([sys.executable, os.path.abspath(__file__), "--_child", trainer, str(seed), out],
-                               env=child_env, check=True, stdout=log, stderr=subprocess.STDOUT)
+                subprocess.run([sys.executable, os.path.abspath(__file__), "--data", args.data, "--_child", trainer,
+                                str(seed), out, only or "-"], env=child_env, check=True, stdout=log,
+                               stderr=subprocess.STDOUT)
         with open(out) as f:
             run = json.load(f)
-        print(f"{trainer} seed {seed}: iterations to separate {run['iterations_to_separate']}, "
+        print(f"{trainer}{'' if only is None else ' on ' + only + ' alone'} seed {seed}: iterations to separate "
+              f"{run['iterations_to_separate']}, "
               f"{ {t: round(v['cross_activation'] or 0, 3) for t, v in run['final'].items()} } cross, "
               f"{run['train_seconds']:.0f} s", flush=True)
         return run
 
-    jobs = [(t, s) for t in args.trainers for s in args.seeds]
+    alone = [t.name for t in data.tasks] if args.single_task else []
+    jobs = [(t, s, only) for t in args.trainers for s in args.seeds for only in [None] + alone]
     with ThreadPoolExecutor(args.parallel) as pool:
         runs = list(pool.map(one, jobs))
-    summary = summarise(runs)
+    summary = summarise(runs, data)
     print_table(summary)
     if args.out:
         _write(args.out, root, summary, runs)
@@ -257,7 +393,7 @@ def _write(path: str, root: str, summary: dict, runs) -> None:
     with open(path, "w") as f:
         json.dump({"workdir": root, "summary": summary,
                    "runs": [{k: v for k, v in r.items() if k != "history"} | {"cross_per_epoch": [
-                       max(t["cross_activation"] for t in e["tasks"].values()) for e in r["history"]]}
+                       max([t["cross_activation"] for t in e["tasks"].values()] or [0.0]) for e in r["history"]]}
                             for r in runs]}, f, indent=1)
 
 

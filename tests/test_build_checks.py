@@ -61,3 +61,21 @@ def test_a_derived_task_is_announced_and_an_invalid_derived_name_names_the_fix(r
     _member(raw, "Dataset805_3DSpleen", ["CT"], labels={"background": 0, "spleen": 1})
     with pytest.raises(RegistryError, match=r"Dataset805_3DSpleen/dataset.json has no 'universal_task' entry.*add"):
         build_collection([805], 884, "C")
+
+
+def test_members_stored_in_different_orientations_are_named(raw, capsys):
+    _member(raw, "Dataset805_Liver", ["CT"], labels={"background": 0, "liver": 1})
+    _member(raw, "Dataset806_Spleen", ["CT"], labels={"background": 0, "spleen": 1})
+    flipped = (-1, 0, 0, 0, -1, 0, 0, 0, 1)  # x and y flipped: RAS
+    write_image(os.path.join(raw, "Dataset806_Spleen", "imagesTr", "case0_0000.nii.gz"), np.zeros((4, 8, 8), np.float32),
+                (1.0, 1.0, 1.0), direction=flipped)
+    build_collection([805, 806], 884, "C")
+    out = capsys.readouterr().out
+    assert "Dataset806_Spleen: training cases stored in 2 orientations (LPS: 1, RAS: 1)" in out
+    assert "Dataset805_Liver: training cases" not in out
+    for i in range(2):
+        write_image(os.path.join(raw, "Dataset806_Spleen", "imagesTr", f"case{i}_0000.nii.gz"),
+                    np.zeros((4, 8, 8), np.float32), (1.0, 1.0, 1.0), direction=flipped)
+    build_collection([805, 806], 884, "C", overwrite=True)
+    assert "members stored in different orientations: Dataset805_Liver (LPS), Dataset806_Spleen (RAS)" in \
+        capsys.readouterr().out

@@ -38,6 +38,10 @@ def _network(kind: str) -> nn.Module:
         from nnunetv2_universal.networks.m4oe import M4oEUNet
         kw = {k: v for k, v in TINY.items() if k != "patch_size"}
         return M4oEUNet(**kw, moe_min_downsampling=2)
+    if kind == "task_heads":
+        from nnunetv2_universal.networks.task_heads import TaskHeadsUNet
+        kw = {k: v for k, v in TINY.items() if k not in ("patch_size", "num_tasks")}
+        return TaskHeadsUNet(**kw, task_num_classes=[3, 2, 4])
     if kind == "echo":
         from nnunetv2_universal.networks.echo_prompt import EchoPromptNetwork
         net = EchoPromptNetwork(input_channels=1, num_classes=2, **ECHO_TINY)
@@ -102,9 +106,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("kind", ["uniseg", "m4oe", "hermes", "echo"])
+@pytest.mark.parametrize("kind", ["uniseg", "m4oe", "hermes", "echo", "task_heads"])
 def test_ddp_mixed_tasks_and_stems_stay_in_sync(kind):
-    """Each rank a different task (M4oE: another dataset head; Hermes: other task priors, one unknown modality; echo:
+    """Each rank a different task (M4oE: another dataset head; task heads: another task's channels; Hermes: other task priors, one unknown modality; echo:
     another view) and channel count: DDP without find_unused_parameters must not fail, its gradients equal those of
     one process averaging the two ranks' batches, and both ranks end with equal weights."""
     if not dist.is_available():

@@ -18,17 +18,19 @@ from conftest import COLLECTION_ID, PLANS, run
 pytestmark = pytest.mark.integration
 
 TASK = "SynthKidneyCT"  # 2 classes in a collection whose largest task has 4: the hidden channels are exercised
-COLLECTION_TRAINERS = ["UniSegTrainer", "UniSegTrainerDecoderFiLM", "DoDNetTrainer", "M4oETrainer", "HermesTrainer"]
+COLLECTION_TRAINERS = ["UniSegTrainer", "UniSegTrainerDecoderFiLM", "DoDNetTrainer", "M4oETrainer", "HermesTrainer",
+                       "UniSegTrainerTaskHeads"]
 
 
 def _trainer_class(name: str):
     from nnunetv2_universal.training.hermes_trainer import HermesTrainer
     from nnunetv2_universal.training.m4oe_trainer import M4oETrainer
+    from nnunetv2_universal.training.task_heads_trainer import UniSegTrainerTaskHeads
     from nnunetv2_universal.training.uniseg_trainer import UniSegTrainer
     from nnunetv2_universal.training.variants import uniseg_ablations
     known = {"UniSegTrainer": UniSegTrainer, "M4oETrainer": M4oETrainer, "HermesTrainer": HermesTrainer,
              "UniSegTrainerDecoderFiLM": uniseg_ablations.UniSegTrainerDecoderFiLM,
-             "DoDNetTrainer": uniseg_ablations.DoDNetTrainer}
+             "DoDNetTrainer": uniseg_ablations.DoDNetTrainer, "UniSegTrainerTaskHeads": UniSegTrainerTaskHeads}
     return known[name]
 
 

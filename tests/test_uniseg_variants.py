@@ -13,6 +13,7 @@ from nnunetv2_universal.inference.predictor import UniversalPredictor
 from nnunetv2_universal.training.variants.uniseg_ablations import (
     DoDNetTrainer, UniSegTrainerConditionLR, UniSegTrainerDecoderFiLM, UniSegTrainerFixedPrompt,
     UniSegTrainerLowestHead, UniSegTrainerMultiplePrompts, UniSegTrainerPromptGain, UniSegTrainerUniSegT)
+from nnunetv2_universal.training.task_heads_trainer import UniSegTrainerTaskHeads
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +32,7 @@ def _short(variant):
 
 @pytest.mark.parametrize("variant", [UniSegTrainerFixedPrompt, UniSegTrainerMultiplePrompts, UniSegTrainerUniSegT,
                                      DoDNetTrainer, UniSegTrainerDecoderFiLM, UniSegTrainerPromptGain,
-                                     UniSegTrainerConditionLR, UniSegTrainerLowestHead])
+                                     UniSegTrainerConditionLR, UniSegTrainerLowestHead, UniSegTrainerTaskHeads])
 def test_variant_trains_and_predicts(variant, collection_workspace, monkeypatch):
     env = collection_workspace["env"]
     for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
@@ -59,6 +60,10 @@ def test_variant_trains_and_predicts(variant, collection_workspace, monkeypatch)
     if variant is UniSegTrainerLowestHead:
         weights = trainer.loss.loss.weight_factors
         assert weights[-1] > 0 and sum(weights) == pytest.approx(1.0)
+
+    if variant is UniSegTrainerTaskHeads:  # one sigmoid channel per (task, foreground class), no prompt
+        assert network.decoder.seg_layers[-1].out_channels == sum(t.num_classes - 1 for t in trainer.registry)
+        assert not hasattr(network, "prompt")
 
     trainer.set_deep_supervision_enabled(False)
     predictor = UniversalPredictor(use_mirroring=False, device=torch.device("cpu"), allow_tqdm=False)

@@ -20,6 +20,7 @@ from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_datas
 from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
 from nnunetv2_universal.cli import console_command
+from nnunetv2_universal.orientation import orientation_counts, orientation_report
 from nnunetv2_universal.registry import COLLECTION_KEY, MEMBER_KEY, TaskRegistry, TaskSpec
 
 CASE_SEPARATOR = "__"
@@ -50,7 +51,7 @@ def build_collection(members: Sequence[Union[int, str]], collection_id: int, nam
                               f"pass --overwrite to replace it")
     task_overrides = dict(task_overrides or {})
 
-    tasks, cases, member_table, endings = [], {}, {}, {}
+    tasks, cases, member_table, endings, orientations = [], {}, {}, {}, {}
     for member in members:
         member_name = maybe_convert_to_dataset_name(member)
         if member_name == target_name or member_name in existing:
@@ -63,6 +64,7 @@ def build_collection(members: Sequence[Union[int, str]], collection_id: int, nam
         if not files:
             raise ValueError(f"{member_name} has no training cases")
         check_member(member_name, member_json, task, files)
+        orientations[member_name] = orientation_counts(entry["images"][0] for entry in files.values())
         member_cases = {collection_case_id(task.name, k): k for k in sorted(files)}
         cases.update({cid: task.name for cid in member_cases})
         member_table[task.name] = {"dataset": member_name, "cases": member_cases}
@@ -73,6 +75,8 @@ def build_collection(members: Sequence[Union[int, str]], collection_id: int, nam
     if len(set(endings.values())) != 1:
         raise ValueError(f"members must share one file ending, got {endings}")
     registry = TaskRegistry(tasks, cases)  # validates names and the case table
+    for line in orientation_report(orientations):
+        print(line)
 
     dataset_json = collection_dataset_json(registry, name, next(iter(endings.values())), member_table)
     # Write next to the target, then move: nothing half-written is left behind.

@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import shutil
 import tempfile
+from collections import Counter
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -33,6 +34,7 @@ from nnunetv2_universal.cli import console_command
 from nnunetv2_universal.collection.build import load_collection_dataset_json
 from nnunetv2_universal.collection.task_plans import TASKS_KEY, TaskView, ct_window_intensity_properties
 from nnunetv2_universal.collection.templates import load_template
+from nnunetv2_universal.orientation import orientation_counts, training_orientation
 from nnunetv2_universal.registry import COLLECTION_KEY, NORMALIZATION_SCHEMES, TaskRegistry, TaskSpec
 
 
@@ -63,14 +65,23 @@ def _member_settings(task: TaskSpec, member: str, num_processes: int, verify: bo
     median_spacing = np.median(fingerprint["spacings"], 0)
     median_resampled = [int(round(s * o / t)) for s, o, t in zip(median_shape, median_spacing, target_spacing)]
     return task_settings(task, target_spacing, use_mask, median_resampled, planner.determine_reader_writer().__name__,
-                         fingerprint["foreground_intensity_properties_per_channel"])
+                         fingerprint["foreground_intensity_properties_per_channel"],
+                         training_orientation(member_orientations(member)))
+
+
+def member_orientations(member: str) -> Counter:
+    """How many of a member's training cases are stored in each orientation (first channel, headers only)."""
+    raw = join(nnUNet_raw, member)
+    files = get_filenames_of_train_images_and_targets(raw, load_json(join(raw, "dataset.json")))
+    return orientation_counts(entry["images"][0] for entry in files.values())
 
 
 def task_settings(task: TaskSpec, spacing, use_mask_for_norm, median_size, reader: str,
-                  channel_intensities: Optional[dict] = None) -> dict:
+                  channel_intensities: Optional[dict] = None, orientation: Optional[str] = None) -> dict:
     """One task's entry under `universal_tasks`: spacing, normalisation (the mask rule only where the scheme zeroes
     the outside, z-score, as nnU-Net's planner), intensity properties (fixed for the CT window; from the
-    fingerprint otherwise, which z-score does not read), reader, modalities and structures."""
+    fingerprint otherwise, which z-score does not read), reader, modalities, structures and the training
+    orientation (None: unknown, inputs are used as stored)."""
     schemes = [NORMALIZATION_SCHEMES[s] for s in task.normalization]
     use_mask = [bool(m) and s == "zscore" for m, s in zip(use_mask_for_norm, task.normalization)]
     intensities = {}
@@ -87,7 +98,7 @@ def task_settings(task: TaskSpec, spacing, use_mask_for_norm, median_size, reade
             "median_image_size_in_voxels": [int(s) for s in median_size],
             "foreground_intensity_properties_per_channel": intensities, "image_reader_writer": reader,
             "modalities": task.modalities, "main_modality": task.main_modality,
-            "structures": task.structure_keys()}
+            "structures": task.structure_keys(), "orientation": orientation}
 
 
 def plan_collection(collection: Union[int, str], template: str = "paper", configuration: str = "3d_fullres",

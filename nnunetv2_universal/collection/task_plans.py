@@ -11,8 +11,9 @@ from __future__ import annotations
 import copy
 from typing import Mapping
 
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
+from nnunetv2_universal.orientation import ORIENTATION_KEY, OrientedPlansManager
 from nnunetv2_universal.registry import TaskRegistry, TaskSpec
 
 TASKS_KEY = "universal_tasks"
@@ -42,6 +43,7 @@ def task_plans(plans: Mapping, task: str, configuration: str = "3d_fullres") -> 
     specialised["foreground_intensity_properties_per_channel"] = copy.deepcopy(
         settings["foreground_intensity_properties_per_channel"])
     specialised["image_reader_writer"] = settings["image_reader_writer"]
+    specialised[ORIENTATION_KEY] = settings.get("orientation")  # None (plans without it): no reorientation
     return specialised
 
 
@@ -53,12 +55,14 @@ def task_dataset_json(dataset_json: Mapping, task: TaskSpec) -> dict:
 
 
 class TaskView:
-    """PlansManager, ConfigurationManager, dataset.json and LabelManager of one task, built once."""
+    """PlansManager, ConfigurationManager, dataset.json and LabelManager of one task, built once. Its reader brings
+    images to the task's training orientation unless `reorient` is False (see nnunetv2_universal.orientation)."""
 
-    def __init__(self, plans: Mapping, dataset_json: Mapping, registry: TaskRegistry, task, configuration: str):
+    def __init__(self, plans: Mapping, dataset_json: Mapping, registry: TaskRegistry, task, configuration: str,
+                 reorient: bool = True):
         self.index = registry.index(task)
         self.spec = registry.task(self.index)
-        self.plans_manager = PlansManager(task_plans(plans, self.spec.name, configuration))
+        self.plans_manager = OrientedPlansManager(task_plans(plans, self.spec.name, configuration), reorient)
         self.configuration_manager: ConfigurationManager = self.plans_manager.get_configuration(configuration)
         self.dataset_json = task_dataset_json(dataset_json, self.spec)
         self.label_manager = self.plans_manager.get_label_manager(self.dataset_json)
@@ -70,4 +74,4 @@ class TaskView:
         cm = self.configuration_manager
         return (tuple(cm.spacing), tuple(cm.normalization_schemes), tuple(cm.use_mask_for_norm),
                 repr(sorted(self.plans_manager.foreground_intensity_properties_per_channel.items())),
-                self.plans_manager.plans["image_reader_writer"])
+                self.plans_manager.plans["image_reader_writer"], self.plans_manager.plans.get(ORIENTATION_KEY))

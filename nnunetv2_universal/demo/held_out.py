@@ -1,5 +1,5 @@
-"""Scoring a collection trainer's network on the synthetic held-out cases, whose structure maps (structuresTs/)
-show every structure the images contain: cross-activation (how much of another task's structure a task labels)
+"""Scoring a collection trainer's network on held-out cases whose structure maps (structuresTs/) show every
+structure the images contain (the synthetic demo collection, or the real-CT benchmark's): cross-activation (how much of another task's structure a task labels)
 and own Dice, during training (cheap, preprocessed space) and after it (nnU-Net's prediction path)."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import numpy as np
 import torch
 
-from nnunetv2_universal.demo.synthetic import SYNTHETIC_TASKS, cross_activation
+from nnunetv2_universal.demo.partial_labels import cross_activation
 
 PER_EPOCH_CASES = 2  # held-out cases per task scored after every epoch (all of them at the end)
 
@@ -24,14 +24,20 @@ def _dice(pred: np.ndarray, gt: np.ndarray, labels) -> float:
 
 
 class HeldOut:
-    """Held-out cases of every task, with their structure maps, and scoring of a trainer's network on them."""
+    """Held-out cases of every task, with their structure maps, and scoring of a trainer's network on them.
+    `tasks`: the PartialLabelTask of every member (default: the synthetic demo's), member ids from
+    `first_member_id` on in that order; `members` maps task names to member dataset names instead."""
 
-    def __init__(self, trainer, first_member_id: int):
+    def __init__(self, trainer, first_member_id: int = 501, tasks=None, members=None, per_epoch_cases=None):
         from nnunetv2.paths import nnUNet_raw
         from nnunetv2_universal.inference.predictor import UniversalPredictor
+        if tasks is None:
+            from nnunetv2_universal.demo.synthetic import SYNTHETIC_TASKS as tasks
         self.trainer = trainer
-        self.synthetic = {t.name: t for t in SYNTHETIC_TASKS}
-        self.members = {t.name: f"Dataset{first_member_id + i:03d}_{t.name}" for i, t in enumerate(SYNTHETIC_TASKS)}
+        self.synthetic = {t.name: t for t in tasks}
+        self.members = members or {t.name: f"Dataset{first_member_id + i:03d}_{t.name}" for i, t in enumerate(tasks)}
+        # which held-out cases the per-epoch curve scores (default: all; the first PER_EPOCH_CASES per task)
+        self.per_epoch_cases = per_epoch_cases or (lambda case: True)
         self.raw = nnUNet_raw
         self.predictor = UniversalPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
                                             perform_everything_on_device=False, device=torch.device("cpu"),
@@ -72,7 +78,8 @@ class HeldOut:
             for group in self.shared:
                 views = [self.predictor.view(t) for t in group]
                 for member in views:
-                    for case, images, structures in list(self.cases(member.spec.name))[:PER_EPOCH_CASES]:
+                    chosen = [c for c in self.cases(member.spec.name) if self.per_epoch_cases(c[0])]
+                    for case, images, structures in chosen[:PER_EPOCH_CASES]:
                         data, seg = self._preprocessed(member, images, structures)
                         logits = self._tiled_logits(data, views)
                         start = 0
@@ -119,7 +126,8 @@ class HeldOut:
         (self.trainer.network.eval if on else self.trainer.network.train)()
 
     def final(self, workdir: str) -> dict:
-        """Every task's held-out cases from the raw files, --task and --all-tasks, original geometry."""
+        """Every task's held-out cases from the raw files, --task and --all-tasks, written as the predictor writes
+        them (the input's own geometry) and scored there; per task the means and every case's values."""
         import SimpleITK as sitk
         from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
         from nnunetv2_universal.inference.merge import GlobalLabels
@@ -132,35 +140,63 @@ class HeldOut:
         out = {}
         try:
             for t, name in enumerate(registry.names):
+                if name not in self.synthetic:
+                    continue
                 synth = self.synthetic[name]
-                own, merged_dice, cross = [], [], []
+                cases = {}
                 for case, images, structures in self.cases(name):
                     view = self.predictor.select_task(t)
                     pre = view.configuration_manager.preprocessor_class(verbose=False)
                     data, _, props = pre.run_case(images, None, view.plans_manager, view.configuration_manager,
                                                   view.dataset_json)
                     logits = self.predictor.predict_sliding_window_return_logits(torch.from_numpy(data))
-                    pred = convert_predicted_logits_to_segmentation_with_correct_shape(
+                    seg = convert_predicted_logits_to_segmentation_with_correct_shape(
                         logits, view.plans_manager, view.configuration_manager, view.label_manager, props)
+                    task_file = os.path.join(workdir, f"task_{name}_{case}{view.dataset_json['file_ending']}")
+                    view.plans_manager.image_reader_writer_class().write_seg(seg, task_file, props)
+                    pred = read(task_file)
                     struct = read(structures)
                     gt = synth.label_map(struct)
                     fg = list(view.spec.foreground_labels.values())
-                    own.append(_dice(pred, gt, fg))
-                    c = _cross(synth, pred, struct)
-                    if c is not None:
-                        cross.append(c)
                     merged_file = os.path.join(workdir, f"{name}_{case}")
                     self.predictor.predict_all_tasks([images], [merged_file])
                     merged = read(merged_file + ".nii.gz")
                     local = np.zeros_like(merged)
                     for v in fg:
                         local[merged == labels.global_value(t, v)] = v
-                    merged_dice.append(_dice(local, gt, fg))
-                out[name] = {"task_dice": float(np.mean(own)), "all_tasks_dice": float(np.mean(merged_dice)),
-                             "cross_activation": float(np.mean(cross)) if cross else None}
+                    cases[case] = {"task_dice": _dice(pred, gt, fg), "all_tasks_dice": _dice(local, gt, fg),
+                                   "cross_activation": _cross(synth, pred, struct)}
+                crosses = [c["cross_activation"] for c in cases.values() if c["cross_activation"] is not None]
+                out[name] = {"task_dice": float(np.mean([c["task_dice"] for c in cases.values()])),
+                             "all_tasks_dice": float(np.mean([c["all_tasks_dice"] for c in cases.values()])),
+                             "cross_activation": float(np.mean(crosses)) if crosses else None, "cases": cases}
+            self._score_as_stored(out, workdir)
         finally:
             self._eval_mode(False)
         return out
+
+    def _score_as_stored(self, out: dict, workdir: str) -> None:
+        """Each case's --task Dice once more with reorientation off (the image fed as stored), next to the
+        reoriented one: what orientation-safe prediction changes. Only where the plans record an orientation."""
+        import SimpleITK as sitk
+        from nnunetv2_universal.orientation import ORIENTATION_KEY, file_orientation
+        stored_otherwise = {}
+        for name in out:
+            trained = self.predictor.view(name).plans_manager.plans.get(ORIENTATION_KEY)
+            stored_otherwise[name] = [c for c in self.cases(name) if trained and file_orientation(c[1][0]) != trained]
+        if not any(stored_otherwise.values()):
+            return
+        self.predictor.reorient, self.predictor.views = False, {}
+        try:
+            for t, name in enumerate(self.predictor.registry.names):
+                for case, images, structures in stored_otherwise.get(name, []):
+                    target = os.path.join(workdir, f"stored_{name}_{case}")
+                    self.predictor.predict_all_tasks([images], [target], tasks=[name])
+                    pred = sitk.GetArrayFromImage(sitk.ReadImage(target + ".nii.gz")) > 0
+                    gt = self.synthetic[name].label_map(sitk.GetArrayFromImage(sitk.ReadImage(structures))) > 0
+                    out[name]["cases"][case]["task_dice_as_stored"] = mask_dice(pred, gt)
+        finally:
+            self.predictor.reorient, self.predictor.views = True, {}
 
 
 def _cross(synth, pred, structures):

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, List, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
 from batchgenerators.utilities.file_and_folder_operations import join, maybe_mkdir_p
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+from nnunetv2_universal.demo.partial_labels import PartialLabelTask, cross_activation  # noqa: F401 (re-export)
 
 
 def _ellipsoid(shape, center, radii) -> np.ndarray:
@@ -104,38 +106,27 @@ def _brain_mr(rng: np.random.Generator, shape) -> Tuple[List[np.ndarray], np.nda
 
 
 @dataclass(frozen=True)
-class SyntheticTask:
-    name: str
-    channels: Dict[str, str]
-    labels: Dict[str, int]
+class SyntheticTask(PartialLabelTask):
     shape: Tuple[int, int, int]
     spacing: Tuple[float, float, float]
     make: Callable  # rng, shape -> (channel arrays, structure map)
-    structures: Dict[str, int]  # every structure the images show -> its value in the structure map
-    labelled: Dict[str, str]  # task label name -> the structure it labels (partial labels: a subset)
-    description: str
-
-    def label_map(self, structures: np.ndarray) -> np.ndarray:
-        """Task-local labels from a structure map: labelled structures get their label, the rest background."""
-        label = np.zeros(structures.shape, np.uint8)
-        for name, structure in self.labelled.items():
-            label[structures == self.structures[structure]] = self.labels[name]
-        return label
 
 
 _MR_TUMOUR = {"edema": 1, "necrosis": 2, "enhancing": 3}
 SYNTHETIC_TASKS = (
-    SyntheticTask("SynthLiverCT", {"0": "CT"}, {"background": 0, "organ": 1, "lesion": 2}, (20, 56, 56),
-                  (2.5, 1.2, 1.2), _abdomen_ct, ABDOMEN_STRUCTURES, {"organ": "liver", "lesion": "lesion"},
-                  "CT of the abdomen (liver, lesion, kidneys); labels the liver-like organ and its lesion"),
-    SyntheticTask("SynthKidneyCT", {"0": "CT"}, {"background": 0, "kidney": 1}, (20, 56, 56), (2.5, 1.2, 1.2),
-                  _abdomen_ct, ABDOMEN_STRUCTURES, {"kidney": "kidney"},
-                  "CT of the abdomen (liver, lesion, kidneys); labels both kidneys"),
-    SyntheticTask("SynthPETCT", {"0": "CT", "1": "PET"}, {"background": 0, "lesion": 1}, (20, 48, 48),
-                  (3.0, 2.0, 2.0), _pet_ct, {"lesion": 1}, {"lesion": "lesion"}, "PET/CT: FDG-avid lesion"),
+    SyntheticTask("SynthLiverCT", {"0": "CT"}, {"background": 0, "organ": 1, "lesion": 2}, ABDOMEN_STRUCTURES,
+                  {"organ": "liver", "lesion": "lesion"},
+                  "CT of the abdomen (liver, lesion, kidneys); labels the liver-like organ and its lesion",
+                  (20, 56, 56), (2.5, 1.2, 1.2), _abdomen_ct),
+    SyntheticTask("SynthKidneyCT", {"0": "CT"}, {"background": 0, "kidney": 1}, ABDOMEN_STRUCTURES,
+                  {"kidney": "kidney"}, "CT of the abdomen (liver, lesion, kidneys); labels both kidneys",
+                  (20, 56, 56), (2.5, 1.2, 1.2), _abdomen_ct),
+    SyntheticTask("SynthPETCT", {"0": "CT", "1": "PET"}, {"background": 0, "lesion": 1}, {"lesion": 1},
+                  {"lesion": "lesion"}, "PET/CT: FDG-avid lesion", (20, 48, 48), (3.0, 2.0, 2.0), _pet_ct),
     SyntheticTask("SynthBrainMR", {"0": "T1", "1": "T1ce", "2": "T2", "3": "FLAIR"},
-                  {"background": 0, **_MR_TUMOUR}, (24, 40, 40), (1.5, 1.5, 1.5), _brain_mr, _MR_TUMOUR,
-                  {k: k for k in _MR_TUMOUR}, "brain MR: glioma with edema, necrotic core and enhancing rim"),
+                  {"background": 0, **_MR_TUMOUR}, _MR_TUMOUR, {k: k for k in _MR_TUMOUR},
+                  "brain MR: glioma with edema, necrotic core and enhancing rim", (24, 40, 40), (1.5, 1.5, 1.5),
+                  _brain_mr),
 )
 
 
@@ -164,18 +155,6 @@ def make_synthetic_datasets(raw_root: str, first_id: int = 501, num_train: int =
                                               "spacing": list(task.spacing), "description": task.description})
         names.append(name)
     return names
-
-
-def cross_activation(task: SyntheticTask, prediction: np.ndarray, structures: np.ndarray) -> Dict[str, float]:
-    """Fraction of each structure the task does *not* label that its prediction labels as foreground (any label);
-    {} when the image shows nothing but the task's own structures."""
-    own = set(task.labelled.values())
-    result = {}
-    for name, value in task.structures.items():
-        mask = structures == value
-        if name not in own and mask.any():
-            result[name] = float((prediction[mask] > 0).mean())
-    return result
 
 
 if __name__ == "__main__":

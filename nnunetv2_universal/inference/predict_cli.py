@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", nargs="+", default=None, help="with --all-tasks: restrict to these tasks")
     p.add_argument("--priority", nargs="+", default=None,
                    help="with --all-tasks: paste order (later wins where tasks overlap); default registry order")
+    p.add_argument("--no_reorient", action="store_true",
+                   help="feed images as stored (default: each is brought to its task's training orientation by a "
+                        "lossless axis flip/permutation and the result written back in the input's geometry)")
     p.add_argument("-step_size", type=float, default=0.5)
     p.add_argument("--disable_tta", action="store_true")
     p.add_argument("--verbose", action="store_true")
@@ -116,6 +119,7 @@ def main(argv=None):
                                    perform_everything_on_device=not args.not_on_device,
                                    device=device, verbose=args.verbose,
                                    allow_tqdm=not args.disable_progress_bar)
+    predictor.reorient = not args.no_reorient
     folds = [f if f == "all" else int(f) for f in args.f]
     predictor.initialize_from_trained_model_folder(model_folder, folds, args.chk)
     maybe_mkdir_p(args.o)

@@ -71,6 +71,7 @@ class UniversalPredictor(nnUNetPredictor):
     """nnUNetPredictor for models trained on a collection (registry in the model's dataset.json)."""
 
     configuration_name = "3d_fullres"
+    reorient = True  # bring inputs to each task's training orientation (nnunetv2_universal.orientation)
 
     def _remember_collection(self):
         self.registry = TaskRegistry.from_dataset_json(self.dataset_json)
@@ -103,7 +104,7 @@ class UniversalPredictor(nnUNetPredictor):
         index = self.registry.index(task)
         if index not in self.views:
             self.views[index] = TaskView(self.collection_plans, self.collection_dataset_json, self.registry, index,
-                                         self.configuration_name)
+                                         self.configuration_name, self.reorient)
         return self.views[index]
 
     def select_tasks(self, tasks: Sequence[Union[str, int]]) -> List[TaskView]:

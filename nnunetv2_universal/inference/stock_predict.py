@@ -18,6 +18,7 @@ from torch import nn
 
 from nnunetv2_universal.collection.task_plans import PER_TASK_CONFIGURATION_KEYS, TASKS_KEY
 from nnunetv2_universal.conditioning import Condition
+from nnunetv2_universal.orientation import orient_plans_manager
 
 TASK_ENV = "nnUNet_universal_task"
 _plugin_predictor_depth = 0  # > 0 while a plugin trainer or predictor builds a network (they choose tasks themselves)
@@ -59,6 +60,7 @@ def apply_task_from_environment(network: nn.Module, plans_manager: PlansManager,
     plans_manager.plans["foreground_intensity_properties_per_channel"] = settings[
         "foreground_intensity_properties_per_channel"]
     plans_manager.plans["image_reader_writer"] = settings["image_reader_writer"]
+    orient_plans_manager(plans_manager, settings.get("orientation"))  # inputs in the task's training orientation
     network.condition = Condition(task=list(tasks).index(task))  # universal_tasks is kept in registry order
     network.visible_classes = int(settings["num_classes"])
     return task

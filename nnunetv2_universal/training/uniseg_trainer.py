@@ -89,10 +89,14 @@ class UniSegTrainer(ConditionSensitivityLogging, SafeCheckpoints, nnUNetTrainer)
             raise ValueError(f"plans {plans_manager.plans_name!r} describe {name}, not one of "
                              f"{list(cls.plans_network_suffixes)}; plan the collection with "
                              f"nnUNetv2_universal_plan_and_preprocess and the matching template")
-        return cls.network_for_plans(cls.network_class_name or name,
-                                     {**configuration_manager.network_arch_init_kwargs, **cls.network_overrides},
+        return cls.network_for_plans(cls.network_class_name or name, cls.network_kwargs(configuration_manager),
                                      plans_manager, configuration_manager, num_input_channels, num_output_channels,
                                      enable_deep_supervision)
+
+    @classmethod
+    def network_kwargs(cls, configuration_manager) -> dict:
+        """The network's keyword arguments: the plans' architecture, then the variant's overrides."""
+        return {**configuration_manager.network_arch_init_kwargs, **cls.network_overrides}
 
     @staticmethod
     def network_for_plans(class_name: str, kwargs: dict, plans_manager, configuration_manager, num_input_channels,

@@ -8,6 +8,7 @@ import torch
 
 from nnunetv2_universal.training.augmenters import NoMirroring as _NoMirroring
 from nnunetv2_universal.training.finetune_trainer import UniSegFinetuneTrainer
+from nnunetv2_universal.training.task_heads_trainer import UniSegTrainerTaskHeads
 from nnunetv2_universal.training.uniseg_trainer import UniSegTrainer
 from nnunetv2_universal.training.variants.uniseg_ablations import UniSegTrainerDecoderFiLM
 
@@ -76,6 +77,10 @@ class UniSegTrainer_cpuDemo(_NoMirroring, _DemoSchedule, UniSegTrainer):
 
 class UniSegTrainerDecoderFiLM_cpuDemo(_NoMirroring, _DemoSchedule, UniSegTrainerDecoderFiLM):
     """UniSeg with the opt-in decoder FiLM (beyond the paper) on the demo's schedule: the demo's trainer."""
+
+
+class UniSegTrainerTaskHeads_cpuDemo(_NoMirroring, _DemoSchedule, UniSegTrainerTaskHeads):
+    """UniSeg's backbone with MultiTalent's per-task sigmoid heads on the demo's schedule: the demo's trainer."""
 
 
 class UniSegFinetuneTrainer_test(_NoMirroring, _ShortSchedule, UniSegFinetuneTrainer):

@@ -1,0 +1,122 @@
+"""The real-CT benchmark's data (nnunetv2_universal.demo.real_ct) on a fake TotalSegmentator tests/reference_files
+folder that mirrors the real one: file names, orientations (NIfTI x/y flipped, the DICOM series identity, its
+segmentation y flipped), TotalSegmentator's class ids (spleen 1, kidneys 2/3, liver 5, stomach 6)."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnunetv2_universal.demo.real_ct import REAL_TASKS, SOURCE_FILES, STRUCTURES, make_real_ct_datasets, patient_of
+
+RAS = (-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0)
+LAS = (1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0)
+
+
+def _patient(shape, rng):
+    """CT (HU) and TotalSegmentator labels (z, y, x): liver at low x (patient's right in LPS), spleen at high x."""
+    z, y, x = shape
+    ct = rng.normal(-1000, 10, shape)
+    ct[:, y // 5:4 * y // 5, x // 8:7 * x // 8] = rng.normal(30, 10, (z, 4 * y // 5 - y // 5, 7 * x // 8 - x // 8))
+    seg = np.zeros(shape, np.uint8)
+    seg[:, y // 4:y // 2, x // 6:x // 2] = 5  # liver
+    seg[:, y // 3:y // 2, 5 * x // 8:3 * x // 4] = 1  # spleen
+    seg[:, 2 * y // 3:3 * y // 4, x // 4:x // 3] = 2  # a kidney: neither task's structure
+    seg[:, y // 5:y // 4, x // 2:5 * x // 8] = 6  # stomach
+    return ct, seg
+
+
+def _write(array, path, spacing, origin, direction, pixel=None):
+    image = sitk.GetImageFromArray(array if pixel is None else array.astype(pixel))
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    image.SetDirection(direction)
+    sitk.WriteImage(image, path, True)
+    return image
+
+
+def _dicom_series(array, folder, spacing, origin):
+    """One CT slice file per z, identity direction, named like TotalSegmentator's (CT.<uid>, no extension)."""
+    os.makedirs(folder)
+    series = "1.2.826.0.1.3680043.2.1125.999.1"
+    for k, plane in enumerate(array):
+        image = sitk.GetImageFromArray(plane[None].astype(np.int16))
+        image.SetSpacing(spacing)
+        image.SetOrigin((origin[0], origin[1], origin[2] + k * spacing[2]))
+        for tag, value in (("0008|0060", "CT"), ("0020|000e", series), ("0020|000d", series + ".0"),
+                           ("0020|0013", str(k + 1)), ("0020|0037", "1\\0\\0\\0\\1\\0"),
+                           ("0020|0032", "\\".join(str(v) for v in (origin[0], origin[1], origin[2] + k * spacing[2]))),
+                           ("0028|0030", f"{spacing[1]}\\{spacing[0]}"), ("0018|0050", str(spacing[2])),
+                           ("0028|1052", "0"), ("0028|1053", "1")):
+            image.SetMetaData(tag, value)
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        writer.SetImageIO("GDCMImageIO")
+        writer.SetFileName(os.path.join(folder, f"CT.{series}.{k + 1}"))
+        writer.Execute(image)
+
+
+@pytest.fixture
+def source(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "TotalSegmentator" / "tests" / "reference_files"
+    folder.mkdir(parents=True)
+    ct_a, seg_a = _patient((8, 24, 28), rng)
+    # stored RAS: array x and y run towards the patient's right and anterior
+    _write(ct_a[:, ::-1, ::-1], str(folder / SOURCE_FILES["ct"]), (3.0, 3.0, 3.0), (178.0, -11.3, 94.3), RAS,
+           np.int16)
+    _write(seg_a[:, ::-1, ::-1], str(folder / SOURCE_FILES["seg"]), (3.0, 3.0, 3.0), (178.0, -11.3, 94.3), RAS)
+    ct_b, seg_b = _patient((5, 40, 48), rng)
+    spacing_b, origin_b = (2.0, 2.0, 2.5), (-50.0, -40.0, -800.0)
+    _dicom_series(ct_b, str(folder / SOURCE_FILES["dicom"]), spacing_b, origin_b)
+    # its segmentation stored with y flipped (as dicom2nifti writes it): same world, other voxel order
+    _write(seg_b[:, ::-1, :], str(folder / SOURCE_FILES["dicom_seg"]), spacing_b,
+           (origin_b[0], origin_b[1] + 39 * spacing_b[1], origin_b[2]), LAS)
+    return str(folder), seg_a, seg_b
+
+
+def test_two_partially_labelled_tasks_from_one_patient_and_a_second_patient_from_dicom(source, tmp_path):
+    folder, seg_a, seg_b = source
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    names = make_real_ct_datasets(str(raw), folder, first_id=511, num_train=3, seed=0)
+    assert names == ["Dataset511_RealLiverCT", "Dataset512_RealSpleenCT"]
+    for name, task in zip(names, REAL_TASKS):
+        root = raw / name
+        assert sorted(os.listdir(root / "imagesTr")) == [f"{task.name.lower()}_{i:03d}_0000.nii.gz" for i in range(3)]
+        assert sorted(os.listdir(root / "imagesTs")) == [f"{task.name.lower()}_{c}_000_0000.nii.gz" for c in "ab"]
+        for f in os.listdir(root / "imagesTr"):
+            image = sitk.ReadImage(str(root / "imagesTr" / f))
+            assert np.allclose(image.GetDirection(), RAS)  # the training patient as stored
+            label = sitk.GetArrayFromImage(sitk.ReadImage(str(root / "labelsTr" / f.replace("_0000", ""))))
+            assert set(np.unique(label)) == {0, 1}  # the task's one structure, the other organ is background
+        b = sitk.ReadImage(str(root / "imagesTs" / f"{task.name.lower()}_b_000_0000.nii.gz"))
+        assert np.allclose(b.GetDirection(), np.eye(3).ravel()) and b.GetSize() == (48, 40, 5)  # read from DICOM
+        structures = sitk.GetArrayFromImage(sitk.ReadImage(str(root / "structuresTs" /
+                                                               f"{task.name.lower()}_b_000.nii.gz")))
+        # the y-flipped segmentation lands on the series' own grid: liver and spleen where they are in the CT
+        np.testing.assert_array_equal(structures == STRUCTURES["liver"], seg_b == 5)
+        np.testing.assert_array_equal(structures == STRUCTURES["spleen"], seg_b == 1)
+        labels_b = sitk.GetArrayFromImage(sitk.ReadImage(str(root / "labelsTs" / f"{task.name.lower()}_b_000.nii.gz")))
+        own = STRUCTURES[next(iter(task.labelled.values()))]
+        np.testing.assert_array_equal(labels_b, (structures == own).astype(np.uint8))
+        entry = json.load(open(root / "dataset.json"))["universal_task"]
+        assert entry["name"] == task.name and entry["labels"] == task.labels and entry["spacing"] == [3.0, 6.0, 6.0]
+    assert patient_of("realliverct_b_000") == "b" and patient_of("realliverct_a_000") == "a"
+    # the two tasks got different crops of patient A
+    sizes = {sitk.ReadImage(str(raw / n / "imagesTr" / f"{t.name.lower()}_000_0000.nii.gz")).GetSize()
+             for n, t in zip(names, REAL_TASKS)}
+    assert len(sizes) == 2
+
+
+def test_a_missing_source_file_is_named_and_nothing_is_written(source, tmp_path):
+    folder = source[0]
+    os.remove(os.path.join(folder, SOURCE_FILES["dicom_seg"]))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    with pytest.raises(FileNotFoundError, match="lacks example_seg_dicom.nii.gz"):
+        make_real_ct_datasets(str(raw), folder)
+    assert os.listdir(raw) == []
