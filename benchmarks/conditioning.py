@@ -69,10 +69,11 @@ class Data:
 
     def write_members(self, raw: str, num_train: int, num_test: int, source) -> None:
         if self.key == "real":
-            from nnunetv2_universal.demo.real_ct import make_real_ct_datasets
             if not source:
                 raise SystemExit("--data real needs --source (TotalSegmentator's tests/reference_files folder)")
-            make_real_ct_datasets(raw, source, self.first_id, num_train=num_train, seed=0)
+            subprocess.run([os.path.join(BIN, "nnUNetv2_universal_convert_totalseg_examples"), "-i", source, "-d",
+                            str(self.first_id), "--num_train", str(num_train)], env=dict(os.environ, nnUNet_raw=raw),
+                           check=True, stdout=subprocess.DEVNULL)
         else:
             from nnunetv2_universal.demo.synthetic import make_synthetic_datasets
             make_synthetic_datasets(raw, self.first_id, num_train=num_train, num_test=num_test, seed=0)

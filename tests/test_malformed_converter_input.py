@@ -25,6 +25,7 @@ from test_convert_msd import MODULES as MSD_MODULES, make_task
 from test_convert_prostate import make_prostate
 from test_convert_verse20 import make_verse
 from test_convert_vs import make_vs
+from test_real_ct import make_totalseg_examples
 
 VOLUME_DAMAGE = ("unreadable", "nan", "non_orthonormal", "channels")
 
@@ -54,6 +55,8 @@ CONVERTERS = [
     ("flare22", "flare22", make_flare22, "FLARE22Train/images/FLARE22_Tr_0002_0000.nii.gz", VOLUME_DAMAGE),
     ("atlas23", "atlas23", make_atlas23, "atlas-train-dataset-1.0.1/train/imagesTr/im1.nii.gz", VOLUME_DAMAGE),
     ("structseg", "structseg", make_structseg, "Naso_GTV/2/data.nii.gz", VOLUME_DAMAGE),
+    ("totalseg_examples", "totalseg_examples", lambda r: make_totalseg_examples(r)[0],
+     "TotalSegmentator/tests/reference_files/example_ct_sm.nii.gz", VOLUME_DAMAGE),
     ("brain_structure", "brain_structure", make_brain_structure, "train/image/dlbs_002_img.nii", VOLUME_DAMAGE),
     ("mnms", "mnms", make_mnms, "OpenDataset/Training/Labeled/D4E5F6/D4E5F6_sa.nii.gz", VOLUME_DAMAGE),
     ("chaos", "chaos", lambda r: make_chaos(r)[0],

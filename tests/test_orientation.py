@@ -107,8 +107,9 @@ def test_orientation_report_names_mixed_members(tmp_path):
 @pytest.mark.integration
 def test_a_network_trained_without_mirroring_segments_every_storage_alike(collection_workspace, tmp_path,
                                                                           monkeypatch):
-    """Trained briefly (no mirroring), then `nnUNetv2_universal_predict --task` and stock `nnUNetv2_predict` on one
-    held-out CT stored three ways: identical labels in world space; with --no_reorient the flipped copy is not."""
+    """Trained briefly (no mirroring), then `nnUNetv2_universal_predict --task`, `--all-tasks` and stock
+    `nnUNetv2_predict` on one held-out CT stored three ways: identical labels in world space; with --no_reorient
+    the flipped copy is not."""
     from nnunetv2_universal.training.variants.short_schedules import UniSegTrainer_cpuDemo
     env = collection_workspace["env"]
     for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
@@ -148,6 +149,8 @@ def test_a_network_trained_without_mirroring_segments_every_storage_alike(collec
          *common], env, extra)
     run(["nnUNetv2_universal_predict", "-i", tmp_path / "in", "-o", tmp_path / "raw_order", "--task", "SynthLiverCT",
          "--no_reorient", *common], env, extra)
+    run(["nnUNetv2_universal_predict", "-i", tmp_path / "in", "-o", tmp_path / "all", "--all-tasks", *common], env,
+        extra)
     run(["nnUNetv2_predict", "-i", tmp_path / "in", "-o", tmp_path / "stock", "-c", "3d_fullres", *common], env,
         {**extra, "nnUNet_universal_task": "SynthLiverCT"})
     read = lambda folder, key: sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / folder / f"liver_{key}.nii.gz")))  # noqa: E731,E501
@@ -155,8 +158,11 @@ def test_a_network_trained_without_mirroring_segments_every_storage_alike(collec
     truth = sitk.GetArrayFromImage(sitk.ReadImage(join(member, "labelsTs", case.replace("_0000", ""))))
     dice = 2 * ((reference == 1) & (truth == 1)).sum() / ((reference == 1).sum() + (truth == 1).sum())
     assert dice > 0.5  # the brief training learned the organ: the comparison below is not between empty maps
+    merged = read("all", "as_stored")
+    assert (merged > 0).any()
     for key, (path, to_storage) in storages.items():
         assert _geometry(str(tmp_path / "task" / f"liver_{key}.nii.gz")) == _geometry(path)
+        np.testing.assert_array_equal(read("all", key), to_storage(merged))
         np.testing.assert_array_equal(read("task", key), to_storage(reference))
         np.testing.assert_array_equal(read("stock", key), to_storage(reference))
     # as stored, the flipped copy shows the network another image: without reorientation its labels differ

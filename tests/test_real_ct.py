@@ -1,16 +1,21 @@
-"""The real-CT benchmark's data (nnunetv2_universal.demo.real_ct) on a fake TotalSegmentator tests/reference_files
-folder that mirrors the real one: file names, orientations (NIfTI x/y flipped, the DICOM series identity, its
+"""The real-CT benchmark's converter (`nnUNetv2_universal_convert_totalseg_examples`) on a fake TotalSegmentator
+tests/reference_files folder that mirrors the real one: file names, orientations (NIfTI x/y flipped, the DICOM series identity, its
 segmentation y flipped), TotalSegmentator's class ids (spleen 1, kidneys 2/3, liver 5, stomach 6)."""
 from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunetv2_universal.demo.real_ct import REAL_TASKS, SOURCE_FILES, STRUCTURES, make_real_ct_datasets, patient_of
+from fake_sources import set_raw
+from nnunetv2_universal.dataset_conversion import totalseg_examples
+from nnunetv2_universal.dataset_conversion.toolkit import ConversionError
+from nnunetv2_universal.dataset_conversion.totalseg_examples import SOURCE_FILES, STRUCTURES
+from nnunetv2_universal.demo.real_ct import REAL_TASKS, patient_of
 
 RAS = (-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0)
 LAS = (1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0)
@@ -59,10 +64,10 @@ def _dicom_series(array, folder, spacing, origin):
         writer.Execute(image)
 
 
-@pytest.fixture
-def source(tmp_path):
+def make_totalseg_examples(root) -> tuple:
+    """A fake TotalSegmentator tests/reference_files folder under root; returns (folder, seg A, seg B)."""
     rng = np.random.default_rng(0)
-    folder = tmp_path / "TotalSegmentator" / "tests" / "reference_files"
+    folder = Path(root) / "TotalSegmentator" / "tests" / "reference_files"
     folder.mkdir(parents=True)
     ct_a, seg_a = _patient((8, 24, 28), rng)
     # stored RAS: array x and y run towards the patient's right and anterior
@@ -78,12 +83,18 @@ def source(tmp_path):
     return str(folder), seg_a, seg_b
 
 
-def test_two_partially_labelled_tasks_from_one_patient_and_a_second_patient_from_dicom(source, tmp_path):
+@pytest.fixture
+def source(tmp_path):
+    return make_totalseg_examples(tmp_path)
+
+
+def test_two_partially_labelled_tasks_from_one_patient_and_a_second_patient_from_dicom(source, tmp_path, monkeypatch):
     folder, seg_a, seg_b = source
     raw = tmp_path / "raw"
-    raw.mkdir()
-    names = make_real_ct_datasets(str(raw), folder, first_id=511, num_train=3, seed=0)
-    assert names == ["Dataset511_RealLiverCT", "Dataset512_RealSpleenCT"]
+    set_raw(monkeypatch, tmp_path)
+    totalseg_examples.main(["-i", folder, "--num_train", "3"])
+    names = ["Dataset511_RealLiverCT", "Dataset512_RealSpleenCT"]
+    assert sorted(os.listdir(raw)) == names
     for name, task in zip(names, REAL_TASKS):
         root = raw / name
         assert sorted(os.listdir(root / "imagesTr")) == [f"{task.name.lower()}_{i:03d}_0000.nii.gz" for i in range(3)]
@@ -112,11 +123,12 @@ def test_two_partially_labelled_tasks_from_one_patient_and_a_second_patient_from
     assert len(sizes) == 2
 
 
-def test_a_missing_source_file_is_named_and_nothing_is_written(source, tmp_path):
+def test_a_missing_source_file_is_named_and_nothing_is_written(source, tmp_path, monkeypatch):
     folder = source[0]
     os.remove(os.path.join(folder, SOURCE_FILES["dicom_seg"]))
     raw = tmp_path / "raw"
     raw.mkdir()
-    with pytest.raises(FileNotFoundError, match="lacks example_seg_dicom.nii.gz"):
-        make_real_ct_datasets(str(raw), folder)
+    set_raw(monkeypatch, tmp_path)
+    with pytest.raises(ConversionError, match="lacks example_seg_dicom.nii.gz"):
+        totalseg_examples.convert_totalseg_examples(folder)
     assert os.listdir(raw) == []
