@@ -110,7 +110,7 @@ def test_a_network_trained_without_mirroring_segments_every_storage_alike(collec
     """Trained briefly (no mirroring), then `nnUNetv2_universal_predict --task`, `--all-tasks` and stock
     `nnUNetv2_predict` on one held-out CT stored three ways: identical labels in world space; with --no_reorient
     the flipped copy is not."""
-    from nnunetv2_universal.training.variants.short_schedules import UniSegTrainer_cpuDemo
+    from nnunetv2_universal.training.variants.short_schedules import UniSegTrainerTaskHeads_cpuDemo
     env = collection_workspace["env"]
     for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.setenv(k, env[k])
@@ -120,18 +120,18 @@ def test_a_network_trained_without_mirroring_segments_every_storage_alike(collec
     plans, dataset_json = load_json(join(pre, f"{PLANS}.json")), load_json(join(pre, "dataset.json"))
     assert {s["orientation"] for s in plans["configurations"]["3d_fullres"]["universal_tasks"].values()} == {"LPS"}
 
-    class Brief(UniSegTrainer_cpuDemo):  # stored as UniSegTrainer_cpuDemo, which nnU-Net's lookup finds
+    class Brief(UniSegTrainerTaskHeads_cpuDemo):  # saved under its parent's name, which nnU-Net's lookup finds
         def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cpu")):
             super().__init__(plans, configuration, fold, dataset_json, device)
             self.num_epochs, self.num_val_iterations_per_epoch = 4, 1
             self.output_folder_base = str(results / f"Dataset{COLLECTION_ID}_Synth" /
-                                          f"UniSegTrainer_cpuDemo__{PLANS}__3d_fullres")
+                                          f"UniSegTrainerTaskHeads_cpuDemo__{PLANS}__3d_fullres")
             self.output_folder = join(self.output_folder_base, "fold_0")
             self.log_file = join(self.output_folder, "training_log.txt")
 
         def perform_actual_validation(self, save_probabilities: bool = False):
             pass
-    Brief.__name__ = "UniSegTrainer_cpuDemo"
+    Brief.__name__ = "UniSegTrainerTaskHeads_cpuDemo"
     torch.manual_seed(0)
     trainer = Brief(dict(plans, continue_training=False), "3d_fullres", 0, dataset_json, torch.device("cpu"))
     trainer.run_training()
@@ -142,8 +142,8 @@ def test_a_network_trained_without_mirroring_segments_every_storage_alike(collec
     image = sitk.ReadImage(join(member, "imagesTs", case))
     storages = _three_storages(sitk.GetArrayFromImage(image), str(tmp_path / "in"), "liver", image.GetSpacing(),
                                image.GetOrigin())
-    common = ["-d", COLLECTION_ID, "-tr", "UniSegTrainer_cpuDemo", "-p", PLANS, "-f", "0", "-device", "cpu",
-              "-npp", "0", "-nps", "0"]
+    common = ["-d", COLLECTION_ID, "-tr", "UniSegTrainerTaskHeads_cpuDemo", "-p", PLANS, "-f", "0", "-device",
+              "cpu", "-npp", "0", "-nps", "0"]
     extra = {"nnUNet_results": str(results)}
     run(["nnUNetv2_universal_predict", "-i", tmp_path / "in", "-o", tmp_path / "task", "--task", "SynthLiverCT",
          *common], env, extra)
@@ -153,7 +153,8 @@ def test_a_network_trained_without_mirroring_segments_every_storage_alike(collec
         extra)
     run(["nnUNetv2_predict", "-i", tmp_path / "in", "-o", tmp_path / "stock", "-c", "3d_fullres", *common], env,
         {**extra, "nnUNet_universal_task": "SynthLiverCT"})
-    read = lambda folder, key: sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / folder / f"liver_{key}.nii.gz")))  # noqa: E731,E501
+    def read(folder, key):
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / folder / f"liver_{key}.nii.gz")))
     reference = read("task", "as_stored")
     truth = sitk.GetArrayFromImage(sitk.ReadImage(join(member, "labelsTs", case.replace("_0000", ""))))
     dice = 2 * ((reference == 1) & (truth == 1)).sum() / ((reference == 1).sum() + (truth == 1).sum())

@@ -1,6 +1,7 @@
 """The real-CT benchmark's converter (`nnUNetv2_universal_convert_totalseg_examples`) on a fake TotalSegmentator
-tests/reference_files folder that mirrors the real one: file names, orientations (NIfTI x/y flipped, the DICOM series identity, its
-segmentation y flipped), TotalSegmentator's class ids (spleen 1, kidneys 2/3, liver 5, stomach 6)."""
+tests/reference_files folder that mirrors the real one: file names, orientations (NIfTI x/y flipped, the DICOM
+series identity, its segmentation y flipped), TotalSegmentator's class ids (spleen 1, kidneys 2/3, liver 5,
+stomach 6)."""
 from __future__ import annotations
 
 import json

@@ -1,6 +1,7 @@
 """Scoring a collection trainer's network on held-out cases whose structure maps (structuresTs/) show every
-structure the images contain (the synthetic demo collection, or the real-CT benchmark's): cross-activation (how much of another task's structure a task labels)
-and own Dice, during training (cheap, preprocessed space) and after it (nnU-Net's prediction path)."""
+structure the images contain (the synthetic demo collection, or the real-CT benchmark's): cross-activation (how
+much of another task's structure a task labels) and own Dice, during training (cheap, preprocessed space) and
+after it (nnU-Net's prediction path)."""
 from __future__ import annotations
 
 import os
