@@ -280,7 +280,7 @@ def markdown(summary: dict) -> str:
                 f"{_fmt(v['task_dice'])} / {_fmt(v['all_tasks_dice'])}" for v in s["tasks"].values()) +
                 f" | {_fmt(s['cross_activation_max'])} | {its} | {first_sep} |")
         return "\n".join(lines)
-    head = "| trainer | patient | " + " | ".join(f"{t} --task / --all / alone / cross" for t in tasks) + \
+    head = "| trainer | patient | " + " | ".join(f"{t} --task / --all / alone (its cross) / cross" for t in tasks) + \
         " | iterations to separate (per seed) | first epoch <= 5 % (iterations) |"
     lines = [head, "|" + "---|" * (len(tasks) + 4)]
     for trainer, s in summary.items():
@@ -289,10 +289,11 @@ def markdown(summary: dict) -> str:
             cells = []
             for t in tasks:
                 v = s["tasks"][t]["groups"][g]
-                alone = s["tasks"][t].get("single_task", {}).get("groups", {}).get(g, {}).get("task_dice")
+                single = s["tasks"][t].get("single_task", {}).get("groups", {}).get(g, {})
+                alone = None if not single else f"{_fmt(single['task_dice'])} ({_fmt(single['cross_activation'])})"
                 stored = "" if v.get("task_dice_as_stored") is None else \
                     f" (as stored: {_fmt(v['task_dice_as_stored'])})"
-                cells.append(f"{_fmt(v['task_dice'])}{stored} / {_fmt(v['all_tasks_dice'])} / {_fmt(alone)} / "
+                cells.append(f"{_fmt(v['task_dice'])}{stored} / {_fmt(v['all_tasks_dice'])} / {alone or '-'} / "
                              f"{_fmt(v['cross_activation'])}")
             lines.append(f"| {'`' + trainer + '`' if j == 0 else ''} | {g} | " + " | ".join(cells) +
                          f" | {its if j == 0 else ''} | {first_sep if j == 0 else ''} |")
