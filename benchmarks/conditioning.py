@@ -171,7 +171,7 @@ def train_and_track(trainer_name: str, seed: int, out_file: str, data: Data, onl
     iterations = trainer.num_iterations_per_epoch
     crosses = [max([e["tasks"][t]["cross_activation"] for t in e["tasks"]] or [0.0]) for e in history]
     separated_at = None
-    for i in range(len(crosses)):
+    for i in range(len(crosses) if any(e["tasks"] for e in history) else 0):  # no shared tasks: nothing to separate
         if all(c <= SEPARATED for c in crosses[i:]):
             separated_at = i
             break

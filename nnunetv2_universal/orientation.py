@@ -113,10 +113,22 @@ class ReorientingSimpleITKIO(SimpleITKIO):
         sitk.WriteImage(sitk.DICOMOrient(image, original), output_fname, True)
 
 
+_READER_PREFIX = "SimpleITKIOTo"
+
+
 @lru_cache(maxsize=None)
 def reorienting_reader(target: str) -> Type[ReorientingSimpleITKIO]:
-    """The reader class that brings images to `target` (one class per orientation, made once)."""
-    return type(f"SimpleITKIOTo{target}", (ReorientingSimpleITKIO,), {"target_orientation": target})
+    """The reader class that brings images to `target` (one class per orientation, made once). It pickles by name
+    (nnU-Net hands readers to worker pools): this module resolves `SimpleITKIOTo<target>` on demand."""
+    name = f"{_READER_PREFIX}{target}"
+    return type(name, (ReorientingSimpleITKIO,), {"target_orientation": target, "__module__": __name__,
+                                                  "__qualname__": name})
+
+
+def __getattr__(name: str):
+    if name.startswith(_READER_PREFIX) and len(name) == len(_READER_PREFIX) + 3:
+        return reorienting_reader(name[len(_READER_PREFIX):])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class OrientedPlansManager(PlansManager):

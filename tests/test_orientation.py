@@ -82,6 +82,21 @@ def test_three_storages_read_as_one_array_and_segmentations_go_back_to_each_inpu
     assert len(np.unique(reference)) == 3
 
 
+def _read_shape(reader, path):
+    return reader.read_images([path])[0].shape
+
+
+def test_readers_pickle_into_spawned_workers(tmp_path):
+    """nnU-Net hands readers to worker pools (evaluation, export): a fresh process must resolve the class by name."""
+    import multiprocessing
+    import pickle
+    path = _three_storages(np.zeros((3, 4, 5), np.float32), str(tmp_path), "c")["slice_first"][0]
+    reader = reorienting_reader("RAS")()
+    assert type(pickle.loads(pickle.dumps(reader))) is type(reader)
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        assert pool.starmap(_read_shape, [(reader, path)]) == [(1, 3, 4, 5)]
+
+
 def test_plans_manager_reorients_only_with_a_recorded_orientation_and_when_on(monkeypatch):
     plans = {"plans_name": "P", "image_reader_writer": "SimpleITKIO", "configurations": {},
              ORIENTATION_KEY: "RAS"}
