@@ -29,6 +29,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 REORIENT_ENV = "nnUNet_universal_reorient"
 ORIENTATION_KEY = "universal_orientation"  # a task view's plans: the orientation its network was trained in
 ORIGINAL_ORIENTATION = "universal_original_orientation"  # in properties["sitk_stuff"]: the input's own orientation
+INPUT_GEOMETRY = "universal_input_geometry"  # in properties["sitk_stuff"]: the input's spacing, origin, direction
 
 
 def orientation_code(direction: Iterable[float]) -> str:
@@ -90,6 +91,8 @@ class ReorientingSimpleITKIO(SimpleITKIO):
             if image.GetDimension() != 3:  # 2D and multi-component images: as nnU-Net reads them
                 return super().read_images(image_fnames)
             originals.add(orientation_code(image.GetDirection()))
+            if not images:
+                input_geometry = (image.GetSpacing(), image.GetOrigin(), image.GetDirection())
             image = sitk.DICOMOrient(image, self.target_orientation)
             images.append(sitk.GetArrayFromImage(image)[None])
             geometry.append((image.GetSpacing(), image.GetOrigin(), image.GetDirection()))
@@ -98,7 +101,8 @@ class ReorientingSimpleITKIO(SimpleITKIO):
                                f"{list(image_fnames)} ({sorted(originals)})")
         spacing, origin, direction = geometry[0]
         properties = {"sitk_stuff": {"spacing": spacing, "origin": origin, "direction": direction,
-                                     ORIGINAL_ORIENTATION: originals.pop()},
+                                     ORIGINAL_ORIENTATION: originals.pop(),
+                                     INPUT_GEOMETRY: input_geometry},
                       "spacing": list(np.abs(spacing[::-1]))}
         return np.vstack(images, dtype=np.float32, casting="unsafe"), properties
 
@@ -114,6 +118,23 @@ class ReorientingSimpleITKIO(SimpleITKIO):
 
 
 _READER_PREFIX = "SimpleITKIOTo"
+
+
+def segmentation_in_input_order(seg: np.ndarray, properties: dict) -> Tuple[np.ndarray, dict]:
+    """A segmentation read through a ReorientingSimpleITKIO, turned back into the input's own voxel order, with
+    properties that any SimpleITKIO writes as they are (--all-tasks merges tasks whose training orientations may
+    differ in that common order). Unchanged for images read without reorientation."""
+    stuff = properties["sitk_stuff"]
+    if stuff.get(ORIGINAL_ORIENTATION) is None or seg.ndim != 3:
+        return seg, properties
+    image = sitk.GetImageFromArray(seg.astype(np.uint8 if np.max(seg) < 255 else np.uint16, copy=False))
+    image.SetSpacing(stuff["spacing"])
+    image.SetOrigin(stuff["origin"])
+    image.SetDirection(stuff["direction"])
+    spacing, origin, direction = stuff[INPUT_GEOMETRY]
+    out = dict(properties, sitk_stuff={"spacing": spacing, "origin": origin, "direction": direction},
+               spacing=list(np.abs(spacing[::-1])))
+    return sitk.GetArrayFromImage(sitk.DICOMOrient(image, stuff[ORIGINAL_ORIENTATION])), out
 
 
 @lru_cache(maxsize=None)

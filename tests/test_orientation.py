@@ -16,7 +16,7 @@ from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 from conftest import COLLECTION_ID, PLANS, run
 from nnunetv2_universal.orientation import (ORIENTATION_KEY, REORIENT_ENV, OrientedPlansManager, file_orientation,
                                             orientation_counts, orientation_report, reorienting_reader,
-                                            training_orientation)
+                                            segmentation_in_input_order, training_orientation)
 
 SPACING = (0.8, 1.1, 2.5)  # x, y, z
 
@@ -80,6 +80,13 @@ def test_three_storages_read_as_one_array_and_segmentations_go_back_to_each_inpu
             reference = written
         np.testing.assert_array_equal(written, to_storage(reference))  # voxel for voxel in world space
     assert len(np.unique(reference)) == 3
+    # --all-tasks merges tasks of possibly different training orientations in the input's own voxel order
+    for key, (path, to_storage) in storages.items():
+        in_order, props = segmentation_in_input_order(seg, properties[key])
+        np.testing.assert_array_equal(in_order, to_storage(reference))
+        out = str(tmp_path / f"merged_{key}.nii.gz")
+        SimpleITKIO().write_seg(in_order, out, props)
+        assert _geometry(out) == _geometry(path)
 
 
 def _read_shape(reader, path):

@@ -24,6 +24,7 @@ from nnunetv2_universal.collection.task_plans import TaskView
 from nnunetv2_universal.conditioning import Condition
 from nnunetv2_universal.inference.merge import GlobalLabels, merge_task_segmentations
 from nnunetv2_universal.inference.stock_predict import plugin_predictor_builds
+from nnunetv2_universal.orientation import segmentation_in_input_order
 from nnunetv2_universal.registry import TaskRegistry
 
 
@@ -160,13 +161,15 @@ class UniversalPredictor(nnUNetPredictor):
         data, _, properties = preprocessor.run_case(image_files, None, self.plans_manager, self.configuration_manager,
                                                     self.dataset_json)
         logits = self.predict_logits_from_preprocessed_data(torch.from_numpy(data)).cpu()
-        segmentations, start = {}, 0
+        segmentations, start, out_properties = {}, 0, properties
         for v in views:
             block = logits[start:start + v.spec.num_classes]
             start += v.spec.num_classes
-            segmentations[v.index] = convert_predicted_logits_to_segmentation_with_correct_shape(
+            seg = convert_predicted_logits_to_segmentation_with_correct_shape(
                 block, v.plans_manager, v.configuration_manager, v.label_manager, dict(properties))
-        return segmentations, properties
+            # groups may differ in training orientation: merge in the input's own voxel order
+            segmentations[v.index], out_properties = segmentation_in_input_order(seg, properties)
+        return segmentations, out_properties
 
     def _same_modality_tasks(self, files: Sequence[str], candidates: List[int]) -> List[int]:
         """Of tasks that accept the image's channel count, those of its modality: CT tasks for an image in

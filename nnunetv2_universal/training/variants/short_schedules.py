@@ -76,7 +76,8 @@ class UniSegTrainer_cpuDemo(_NoMirroring, _DemoSchedule, UniSegTrainer):
 
 
 class UniSegTrainerDecoderFiLM_cpuDemo(_NoMirroring, _DemoSchedule, UniSegTrainerDecoderFiLM):
-    """UniSeg with the opt-in decoder FiLM (beyond the paper) on the demo's schedule: the demo's trainer."""
+    """UniSeg with the opt-in decoder FiLM (beyond the paper) on the demo's schedule (the demo's trainer until the
+    real-CT benchmark, where it does not separate the tasks within this budget)."""
 
 
 class UniSegTrainerTaskHeads_cpuDemo(_NoMirroring, _DemoSchedule, UniSegTrainerTaskHeads):
