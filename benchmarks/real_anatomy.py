@@ -4,7 +4,8 @@
         --trainers UniSegTrainerTaskHeads_cpuDemo UniSegTrainerDecoderFiLM_cpuDemo --seeds 0 1 2 \
         [--single_task] [--workdir DIR] [--parallel 2] [--out benchmarks/real_anatomy_cpu.json]
 
-Data (nnunetv2_universal.demo.real_ct): two tasks on crops of one real patient, one labelling the liver, the other
+Data (written by `nnUNetv2_universal_convert_totalseg_examples`, scored as `nnunetv2_universal.demo.real_ct`): two
+tasks on crops of one real patient, one labelling the liver, the other
 the spleen, every image showing both; held out: another crop of that patient (a) and a second patient read from a
 DICOM series and stored in another orientation (b). The source is TotalSegmentator's test folder (Apache-2.0;
 `git clone --depth 1 https://github.com/wasserth/TotalSegmentator`); nothing is downloaded. Everything else (demo
