@@ -109,7 +109,8 @@ def main(argv=None) -> None:
                               layout=('amos22/ with imagesTr/ labelsTr/ [imagesVa/ labelsVa/] imagesTs/ '
                                       '(amos_NNNN.nii.gz)'))
     parser.add_argument("-d_mr", type=int, default=DEFAULT_IDS["mr"], help="dataset id of the MR part (default 642)")
-    parser.add_argument("--modality", default="both", choices=("ct", "mr", "both"))
+    parser.add_argument("--modality", default="both", choices=("ct", "mr", "both"),
+                        help="which of AMOS22's modalities to convert (one dataset each)")
     args = parser.parse_args(argv)
     for folder in convert_amos22(args.i, args.np, args.overwrite, args.modality, {"ct": args.d, "mr": args.d_mr}):
         print(f"wrote {join(raw_root(), folder)}")

@@ -22,6 +22,7 @@ from batchgenerators.utilities.file_and_folder_operations import join, save_json
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 from tqdm import tqdm
 
+from nnunetv2_universal.cli import command_parser
 from nnunetv2_universal.image_checks import image_problem, read_checked
 
 FILE_ENDING = ".nii.gz"
@@ -232,7 +233,7 @@ def require_nonempty(items: Iterable, what: str) -> list:
 def converter_parser(description: str, default_id: int, layout: str) -> argparse.ArgumentParser:
     """nnU-Net's converter idiom: -i SOURCE -d ID [-np N] [--overwrite]; `layout`: the expected top-level layout
     in one line (the module docstring has it in full)."""
-    p = argparse.ArgumentParser(description=description)
+    p = command_parser(description=description)
     p.add_argument("-i", required=True, help=f"the dataset as downloaded: {layout}")
     p.add_argument("-d", type=int, default=default_id, help=f"nnU-Net dataset id (default {default_id})")
     p.add_argument("-np", type=int, default=1, help="worker processes (default 1)")

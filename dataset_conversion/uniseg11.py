@@ -10,13 +10,12 @@ normalisation (CT window [-325, 325] on CT channels, z-score otherwise). The col
 """
 from __future__ import annotations
 
-import argparse
 import os
 
 from batchgenerators.utilities.file_and_folder_operations import join, load_json
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
-from nnunetv2_universal.cli import console_command
+from nnunetv2_universal.cli import command_parser, console_command
 from nnunetv2_universal.collection.build import build_collection
 from nnunetv2_universal.collection.plan_and_preprocess import plan_collection, preprocess_collection
 from nnunetv2_universal.dataset_conversion.toolkit import ConversionError, raw_root
@@ -52,13 +51,14 @@ def build_uniseg11(members=None, collection_id: int = 620, name: str = "UniSeg11
 
 @console_command
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Build, plan and preprocess the UniSeg paper's 11-task collection.")
+    p = command_parser(description="Build, plan and preprocess the UniSeg paper's 11-task collection.")
     p.add_argument("-d", nargs=11, default=[str(m[1]) for m in PAPER_MEMBERS],
                    help="the 11 member datasets in the paper's task order (default 601 ... 611)")
     p.add_argument("-o", type=int, default=620, help="collection dataset id (default 620)")
     p.add_argument("-n", default="UniSeg11", help="collection name (default UniSeg11)")
-    p.add_argument("-np", type=int, default=int(os.environ.get("nnUNet_def_n_proc", 1)))
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("-np", type=int, default=int(os.environ.get("nnUNet_def_n_proc", 1)),
+                   help="worker processes for conversion and preprocessing (nnUNet_def_n_proc, else 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing datasets with these ids")
     p.add_argument("--no_preprocess", action="store_true", help="build and plan only")
     args = p.parse_args(argv)
     collection = build_uniseg11(args.d, args.o, args.n, args.overwrite, args.np, not args.no_preprocess)

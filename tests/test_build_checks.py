@@ -46,7 +46,7 @@ def test_a_one_channel_entry_on_a_two_channel_dataset_is_refused(raw):
 
 def test_a_case_missing_a_channel_file_and_mismatched_labels_are_refused(raw):
     _member(raw, "Dataset802_Prostate", ["T2", "ADC"], files_per_case=1)
-    with pytest.raises(ValueError, match="case case0 has 1 image file"):
+    with pytest.raises(ValueError, match="case case0: imagesTr/case0_0001.nii.gz is missing"):
         build_collection([802], 881, "C")
     entry = {"name": "Gland", "channels": {"0": "T2"}, "labels": {"background": 0, "gland": 1, "zone": 2}}
     _member(raw, "Dataset803_Gland", ["T2"], entry)

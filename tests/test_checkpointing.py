@@ -64,7 +64,7 @@ def test_load_refuses_pickled_code_before_nnunet_reads_the_file(tmp_path):
     torch.save({"network_weights": {"w": torch.ones(2)}, "current_epoch": 1}, good)
     torch.save({"network_weights": {}, "payload": _Payload()}, bad)
     trainer = _Trainer()
-    with pytest.raises(RuntimeError, match="cannot be loaded without executing pickled code"):
+    with pytest.raises(RuntimeError, match="holds pickled Python objects"):
         trainer.load_checkpoint(bad)
     assert trainer.loaded == []
     trainer.load_checkpoint(good)

@@ -67,9 +67,12 @@ def test_train_resume_predict_evaluate(trained, tmp_path):
     assert os.path.isfile(os.path.join(model, "fold_0", "progress.png"))
 
     # resume: --c picks up the final checkpoint (training already complete) and re-runs validation
-    proc = run(["nnUNetv2_train", COLLECTION_ID, "3d_fullres", "0", "-tr", TRAINER, "-p", PLANS, "-device", "cpu",
-                "--c"], env, {"nnUNet_n_proc_DA": "0"})
+    # (the default device is cuda: without a GPU the plugin's trainers train on the CPU with a notice)
+    proc = run(["nnUNetv2_train", COLLECTION_ID, "3d_fullres", "0", "-tr", TRAINER, "-p", PLANS, "--c"], env,
+               {"nnUNet_n_proc_DA": "0", "CUDA_VISIBLE_DEVICES": ""})
+    assert "No CUDA device available: training on the CPU" in proc.stderr
     assert "Mean validation Dice over tasks" in proc.stdout
+    assert "Final validation on the fold's validation cases with 1 worker process(es)" in proc.stdout
 
     raw = env["nnUNet_raw"]
     members = dict(zip(["SynthLiverCT", "SynthKidneyCT", "SynthPETCT", "SynthBrainMR"], trained["members"]))
@@ -82,9 +85,12 @@ def test_train_resume_predict_evaluate(trained, tmp_path):
     proc = run(["nnUNetv2_universal_predict", "-i", liver_in, "-o", single, "--task", "SynthLiverCT", *no_device], env,
                {"CUDA_VISIBLE_DEVICES": ""})
     assert "No CUDA device available: predicting on the CPU" in proc.stderr
+    assert "not found in nnunetv2.training.nnUNetTrainer" not in proc.stdout  # our trainers are found first
     # (stock nnUNetv2_predict with $nnUNet_universal_task: test_stock_predict_every_trainer.py, every trainer)
     kidney = tmp_path / "kidney"
-    run(["nnUNetv2_universal_predict", "-i", liver_in, "-o", kidney, "--task", "SynthKidneyCT", *common], env)
+    workers = common[:common.index("-npp")] + ["-npp", "1", "-nps", "1", "--disable_progress_bar"]  # worker pools
+    proc = run(["nnUNetv2_universal_predict", "-i", liver_in, "-o", kidney, "--task", "SynthKidneyCT", *workers], env)
+    assert "GPU prediction completed" not in proc.stdout and "done with" in proc.stdout
     # --all-tasks on a folder with a 1-channel CT case and a 2-channel PET/CT case
     mixed_in = tmp_path / "mixed_in"
     mixed_in.mkdir()
@@ -173,6 +179,8 @@ PREDICTION_INPUTS = {  # damage -> part of the expected message
     "nan": "NaN or infinite",
     "non_orthonormal": "orthonormal",
     "extra_channel": "2 channel file(s)",
+    "no_channel_suffix": "zz_case.nii.gz is not named CASE_XXXX.nii.gz",
+    "only_second_channel": "zz_case_0000.nii.gz is missing",
 }
 
 
@@ -191,13 +199,15 @@ def test_prediction_refuses_malformed_input_before_writing(trained, tmp_path, ho
     shutil.copy(os.path.join(source, good), bad)
     if how == "extra_channel":
         shutil.copy(bad, inputs / "zz_case_0001.nii.gz")
+    elif how in ("no_channel_suffix", "only_second_channel"):  # nnU-Net: IndexError / _0001 used as channel 0
+        os.rename(bad, inputs / ("zz_case.nii.gz" if how == "no_channel_suffix" else "zz_case_0001.nii.gz"))
     else:
         damage_image(str(bad), how)
     out = tmp_path / "out"
     with pytest.raises(AssertionError) as error:
         run(["nnUNetv2_universal_predict", "-i", inputs, "-o", out, "-d", COLLECTION_ID, "-tr", TRAINER, "-p", PLANS,
              "-device", "cpu", "--task", "SynthLiverCT", "--disable_tta"], env)
-    assert "case zz_case" in str(error.value) and PREDICTION_INPUTS[how] in str(error.value)
+    assert "zz_case" in str(error.value) and PREDICTION_INPUTS[how] in str(error.value)
     assert not out.exists() or not os.listdir(out)
 
 

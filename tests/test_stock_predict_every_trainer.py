@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import SimpleITK as sitk
 import torch
 from batchgenerators.utilities.file_and_folder_operations import join, load_json
 
-from conftest import COLLECTION_ID, PLANS, run
+from conftest import BIN, COLLECTION_ID, PLANS, run
 
 pytestmark = pytest.mark.integration
 
@@ -78,11 +79,14 @@ def test_stock_nnunet_predict_with_the_task_variable(trainer_name, collection_wo
 
     if trainer_name == "UniSegTrainer":  # without the variable: one message naming it and every task, any channels
         petct = join(env["nnUNet_raw"], "Dataset503_SynthPETCT", "imagesTs")
-        with pytest.raises(AssertionError) as error:
-            run(["nnUNetv2_predict", "-i", petct, "-o", tmp_path / "no_task", "-d", COLLECTION_ID, "-c", "3d_fullres",
-                 "-tr", trainer_name, "-p", PLANS, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1"], env)
-        assert "needs nnUNet_universal_task=<task>" in str(error.value) and "SynthPETCT (2 channel(s): CT, PET)" in \
-            str(error.value) and "IndexError" not in str(error.value)
+        proc = subprocess.run([os.path.join(BIN, "nnUNetv2_predict"), "-i", petct, "-o", tmp_path / "no_task", "-d",
+                               COLLECTION_ID, "-c", "3d_fullres", "-tr", trainer_name, "-p", PLANS, "-f", "0", "-device",
+                               "cpu", "-npp", "1", "-nps", "1"], env=env, capture_output=True, text=True)
+        last = proc.stderr.strip().splitlines()[-1]
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert last.startswith("nnUNetv2_predict: this is a universal model") and "needs nnUNet_universal_task=<task>" \
+            in last and "SynthPETCT (2 channel(s): CT, PET)" in last
+        assert not (tmp_path / "no_task").exists()  # the folder nnUNetv2_predict made is removed again
 
     from nnunetv2_universal.inference.predictor import UniversalPredictor
     predictor = UniversalPredictor(device=torch.device("cpu"), allow_tqdm=False)

@@ -2,6 +2,7 @@
 nothing written; `--traceback` brings the traceback back."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -41,3 +42,23 @@ def test_a_user_error_is_one_line_and_exit_status_2(family, tmp_path):
                                capture_output=True, encoding="utf-8",
                           errors="replace")
         assert shown.returncode != 0 and "Traceback" in shown.stderr
+
+
+def test_a_plugin_trainer_on_a_plain_dataset_stops_before_nnunet_writes_anything(tmp_path):
+    """Inside stock nnUNetv2_train: the plugin's check runs before nnU-Net creates the output folder and log."""
+    env = clean_env(str(tmp_path))
+    pre = os.path.join(env["nnUNet_preprocessed"], "Dataset905_Plain")
+    os.makedirs(pre)
+    with open(os.path.join(pre, "nnUNetPlans.json"), "w") as f:
+        json.dump({"dataset_name": "Dataset905_Plain", "plans_name": "nnUNetPlans",
+                   "configurations": {"3d_fullres": {"data_identifier": "nnUNetPlans_3d_fullres"}}}, f)
+    with open(os.path.join(pre, "dataset.json"), "w") as f:
+        json.dump({"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1}, "numTraining": 2,
+                   "file_ending": ".nii.gz"}, f)
+    proc = subprocess.run([os.path.join(BIN, "nnUNetv2_train"), "905", "3d_fullres", "0", "-tr", "UniSegTrainer",
+                           "-device", "cpu"], env=env, capture_output=True, encoding="utf-8", errors="replace")
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("nnUNetv2_train: dataset.json has no 'universal' block"), proc.stderr
+    assert os.listdir(env["nnUNet_results"]) == []

@@ -7,7 +7,6 @@ the members. No images are copied; `nnUNetv2_universal_plan_and_preprocess -d 90
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -19,7 +18,8 @@ from nnunetv2.paths import nnUNet_raw
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
-from nnunetv2_universal.cli import console_command
+from nnunetv2_universal.cli import command_parser, console_command
+from nnunetv2_universal.collection.training_data_checks import check_training_data
 from nnunetv2_universal.orientation import orientation_counts, orientation_report
 from nnunetv2_universal.registry import COLLECTION_KEY, MEMBER_KEY, TaskRegistry, TaskSpec
 
@@ -57,6 +57,7 @@ def build_collection(members: Sequence[Union[int, str]], collection_id: int, nam
         if member_name == target_name or member_name in existing:
             raise ValueError(f"{member_name} cannot be both a member and the collection")
         member_json = load_json(join(raw, member_name, "dataset.json"))
+        check_training_data(join(raw, member_name), read_values=False)  # files and headers; values at planning
         task = TaskSpec.from_dataset_json(member_json, member_name)
         if member_name in task_overrides:
             task = TaskSpec.from_dict({**task.to_dict(), **task_overrides.pop(member_name)})
@@ -143,7 +144,7 @@ def load_collection_dataset_json(collection: Union[int, str]) -> Dict:
 
 @console_command
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Define a universal collection from converted nnU-Net datasets.")
+    parser = command_parser(description="Define a universal collection from converted nnU-Net datasets.")
     parser.add_argument("-d", nargs="+", required=True, help="member dataset ids or names (one task each)")
     parser.add_argument("-o", type=int, required=True, help="dataset id of the collection")
     parser.add_argument("-n", required=True, help="collection name (Dataset<ID>_<NAME>)")

@@ -9,7 +9,6 @@ gt_segmentations/ and one data folder.
 """
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import os
 import shutil
@@ -30,10 +29,11 @@ from nnunetv2.utilities.json_export import recursive_fix_for_json_export
 from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 from tqdm import tqdm
 
-from nnunetv2_universal.cli import console_command
+from nnunetv2_universal.cli import command_parser, console_command
 from nnunetv2_universal.collection.build import load_collection_dataset_json
 from nnunetv2_universal.collection.task_plans import TASKS_KEY, TaskView, ct_window_intensity_properties
 from nnunetv2_universal.collection.templates import load_template
+from nnunetv2_universal.collection.training_data_checks import check_datasets
 from nnunetv2_universal.orientation import orientation_counts, training_orientation
 from nnunetv2_universal.registry import COLLECTION_KEY, NORMALIZATION_SCHEMES, TaskRegistry, TaskSpec
 
@@ -114,6 +114,8 @@ def plan_collection(collection: Union[int, str], template: str = "paper", config
     if whole_slices is not None and len(whole_slices) != 2:
         raise ValueError(f"template {tmpl['plans_name']}: whole_slices needs a 2D patch (-c 2d), got "
                          f"{whole_slices}")
+    # every member's files, headers and label values first: bad data stop here, before anything is written
+    check_datasets(join(nnUNet_raw, members[t.name]["dataset"]) for t in registry)
     settings = {t.name: _member_settings(t, members[t.name]["dataset"], num_processes, verify, tmpl.get("spacing"),
                                          whole_slices) for t in registry}
     plans = collection_plans(name, registry, settings, tmpl, configuration)
@@ -255,17 +257,18 @@ def preprocess_collection(collection: Union[int, str], plans_name: str, configur
 
 @console_command
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Fingerprint, plan and preprocess a universal collection "
-                                                 "(each member with its own spacing and normalisation).")
+    parser = command_parser(description="Fingerprint, plan and preprocess a universal collection "
+                                        "(each member with its own spacing and normalisation).")
     parser.add_argument("-d", nargs="+", required=True, help="collection dataset id(s) or name(s)")
     parser.add_argument("-pl", default="paper",
                         help="plans template: 'paper' (UniSeg, 64x192x192), 'hermes' (Hermes-R, 128^3 at 1.5 mm), "
                              "'cpu_demo', or a JSON file (see plans/ in the repository). Default: paper")
     parser.add_argument("-c", default="3d_fullres", help="configuration name (default 3d_fullres)")
     parser.add_argument("-np", type=int, default=int(os.environ.get("nnUNet_def_n_proc", 1)),
-                        help="worker processes for fingerprinting and preprocessing")
-    parser.add_argument("--verify_dataset_integrity", action="store_true")
-    parser.add_argument("--no_pbar", action="store_true")
+                        help="worker processes for fingerprinting and preprocessing (nnUNet_def_n_proc, else 1)")
+    parser.add_argument("--verify_dataset_integrity", action="store_true",
+                        help="also run nnU-Net's integrity check (slow; files, label values and NaN are checked always)")
+    parser.add_argument("--no_pbar", action="store_true", help="no progress bar while preprocessing")
     parser.add_argument("--plan_only", action="store_true", help="write plans, do not preprocess")
     args = parser.parse_args(argv)
     for collection in args.d:

@@ -7,7 +7,6 @@ console command (printed before it runs) in a workspace folder whose nnUNet_raw/
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -18,7 +17,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from nnunetv2_universal.cli import TRAINER_FOLDER
+from nnunetv2_universal.cli import TRAINER_FOLDER, command_parser
 from nnunetv2_universal.demo.held_out import mask_dice
 
 COLLECTION_ID = 900
@@ -137,9 +136,9 @@ def main(argv=None) -> int:
 
 
 def run_demo(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description="Run the universal segmentation demo on synthetic data (CPU).")
+    parser = command_parser(description="Run the universal segmentation demo on synthetic data (CPU).", traceback=False)
     parser.add_argument("-o", default="demo_output", help="workspace folder (default ./demo_output; replaced)")
-    parser.add_argument("-device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("-device", default="cpu", choices=["cpu", "cuda"], help="device for training and prediction")
     parser.add_argument("--num_train", type=int, default=8, help="training cases per task")
     parser.add_argument("-tr", default=TRAINER, help=f"trainer (default {TRAINER})")
     args = parser.parse_args(argv)

@@ -11,7 +11,6 @@ stock nnUNetPlans, the baseline) and derives the template plans (patch, batch, e
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import shutil
@@ -26,7 +25,8 @@ from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
 from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id, maybe_convert_to_dataset_name
 from nnunetv2.utilities.json_export import recursive_fix_for_json_export
 
-from nnunetv2_universal.cli import console_command
+from nnunetv2_universal.cli import command_parser, console_command
+from nnunetv2_universal.collection.training_data_checks import check_datasets
 from nnunetv2_universal.collection.templates import ECHO_NETWORK, load_template
 from nnunetv2_universal.echo.metadata import ECHO_CLASSES, ECHO_LABELS, ECHO_REGIONS_CLASS_ORDER, ECHO_VIEWS
 
@@ -133,6 +133,7 @@ def plan_echo(dataset: Union[int, str], template: str = "echo", num_processes: i
               preprocess: bool = True) -> dict:
     name = maybe_convert_to_dataset_name(dataset)
     dataset_id = convert_dataset_name_to_id(name)
+    check_datasets([join(nnUNet_raw, name)])  # files, label values, NaN: before anything is written
     if not isfile(join(nnUNet_preprocessed, name, "dataset_fingerprint.json")):
         extract_fingerprint_dataset(dataset_id, num_processes=num_processes, check_dataset_integrity=verify,
                                     verbose=False)
@@ -152,12 +153,12 @@ def plan_echo(dataset: Union[int, str], template: str = "echo", num_processes: i
 
 @console_command
 def build_main(argv=None):
-    parser = argparse.ArgumentParser(description="Merge converted echo datasets (CAMUS, EchoNet-Dynamic, "
-                                                 "EchoNet-Pediatric) into one nnU-Net dataset.")
+    parser = command_parser(description="Merge converted echo datasets (CAMUS, EchoNet-Dynamic, "
+                                        "EchoNet-Pediatric) into one nnU-Net dataset.")
     parser.add_argument("-d", nargs="+", required=True, help="member dataset ids or names")
     parser.add_argument("-o", type=int, required=True, help="dataset id of the collection")
     parser.add_argument("-n", default="EchoUniversal", help="collection name (default EchoUniversal)")
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset with this id")
     args = parser.parse_args(argv)
     name = build_echo_collection(args.d, args.o, args.n, args.overwrite)
     print(f"Echo collection written: {join(nnUNet_raw, name)}")
@@ -165,13 +166,15 @@ def build_main(argv=None):
 
 @console_command
 def plan_main(argv=None):
-    parser = argparse.ArgumentParser(description="Fingerprint, plan (nnU-Net planner + echo template) and "
-                                                 "preprocess an echo collection.")
+    parser = command_parser(description="Fingerprint, plan (nnU-Net planner + echo template) and "
+                                        "preprocess an echo collection.")
     parser.add_argument("-d", nargs="+", required=True, help="dataset id(s) or name(s)")
     parser.add_argument("-pl", default="echo", help="plans template: 'echo' (16x224x224, batch 5) or a JSON file")
-    parser.add_argument("-np", type=int, default=int(os.environ.get("nnUNet_def_n_proc", 1)))
-    parser.add_argument("--verify_dataset_integrity", action="store_true")
-    parser.add_argument("--plan_only", action="store_true")
+    parser.add_argument("-np", type=int, default=int(os.environ.get("nnUNet_def_n_proc", 1)),
+                        help="worker processes for fingerprinting and preprocessing (nnUNet_def_n_proc, else 1)")
+    parser.add_argument("--verify_dataset_integrity", action="store_true",
+                        help="also run nnU-Net's dataset integrity check (slow: reads every file)")
+    parser.add_argument("--plan_only", action="store_true", help="write plans, do not preprocess")
     args = parser.parse_args(argv)
     for dataset in args.d:
         plans = plan_echo(dataset, args.pl, args.np, args.verify_dataset_integrity, not args.plan_only)

@@ -9,7 +9,6 @@ prompt keys is added.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 from collections import defaultdict
@@ -21,7 +20,7 @@ from batchgenerators.utilities.file_and_folder_operations import isfile, join, l
 from nnunetv2.paths import nnUNet_raw
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
-from nnunetv2_universal.cli import console_command
+from nnunetv2_universal.cli import command_parser, console_command
 from nnunetv2_universal.echo.metadata import EchoMetadata
 
 IGNORE = 3
@@ -106,8 +105,8 @@ def format_table(result: dict) -> str:
 
 @console_command
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Dice per view and dataset at annotated frames (paper Table 2) "
-                                                 "and the prompt pool's view accuracy.")
+    parser = command_parser(description="Dice per view and dataset at annotated frames (paper Table 2) "
+                                        "and the prompt pool's view accuracy.")
     parser.add_argument("-d", required=True, help="echo dataset id or name (for its dataset.json metadata)")
     parser.add_argument("-pred", required=True, help="folder of predicted CASE.nii.gz (and views.csv)")
     parser.add_argument("-ref", default=None, help="reference labels (default: nnUNet_raw/<dataset>/labelsTs)")

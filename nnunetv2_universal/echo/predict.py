@@ -17,7 +17,6 @@ arbitrary phase. The SAM query (view) does not depend on the phase; segmentation
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 from collections import Counter
@@ -31,9 +30,11 @@ from batchgenerators.utilities.file_and_folder_operations import join, maybe_mkd
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.utilities.file_path_utilities import get_output_folder
 
-from nnunetv2_universal.cli import console_command
+from nnunetv2_universal.cli import command_parser, console_command
 from nnunetv2_universal.conditioning import Condition
+from nnunetv2_universal.devices import usable_device
 from nnunetv2_universal.image_checks import read_checked
+from nnunetv2_universal.inference.predictor import plugin_trainers_found_first
 
 
 class EchoInputError(ValueError):
@@ -45,8 +46,9 @@ def load_predictor(dataset: str, trainer: str, plans: str, configuration: str, f
     predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
                                 perform_everything_on_device=device.type == "cuda", device=device, verbose=False,
                                 verbose_preprocessing=False, allow_tqdm=False)
-    predictor.initialize_from_trained_model_folder(get_output_folder(dataset, trainer, plans, configuration),
-                                                   folds, checkpoint)
+    with plugin_trainers_found_first():
+        predictor.initialize_from_trained_model_folder(get_output_folder(dataset, trainer, plans, configuration),
+                                                       folds, checkpoint)
     if not hasattr(predictor.network, "view_votes"):
         raise ValueError(f"{trainer} does not train the echo network (no prompt pool to vote a view)")
     return predictor
@@ -207,21 +209,23 @@ def predict_echo(inputs: Sequence[str], output_folder: str, predictor: nnUNetPre
 
 @console_command
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Predict echo clips (nnU-Net format) or DICOM cines with a trained "
-                                                 "echo model; no view id needed.")
+    parser = command_parser(description="Predict echo clips (nnU-Net format) or DICOM cines with a trained "
+                                        "echo model; no view id needed.")
     parser.add_argument("-i", nargs="+", required=True, help="clip files/folders (*_0000.nii.gz) and/or DICOM cines")
     parser.add_argument("-o", required=True, help="output folder")
     parser.add_argument("-d", required=True, help="dataset id or name of the echo collection the model was trained on")
-    parser.add_argument("-tr", default="EchoPromptTrainer")
-    parser.add_argument("-p", default="EchoPlans")
-    parser.add_argument("-c", default="3d_fullres")
+    parser.add_argument("-tr", default="EchoPromptTrainer", help="trainer")
+    parser.add_argument("-p", default="EchoPlans", help="plans identifier")
+    parser.add_argument("-c", default="3d_fullres", help="configuration")
     parser.add_argument("-f", nargs="+", default=["0"], help="folds (default 0)")
-    parser.add_argument("-chk", default="checkpoint_final.pth")
-    parser.add_argument("-device", default="cuda", choices=("cuda", "cpu", "mps"))
+    parser.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name in each fold folder")
+    parser.add_argument("-device", default="cuda", choices=("cuda", "cpu", "mps"),
+                        help="device; cuda without a GPU falls back to the CPU with a notice")
     parser.add_argument("--view", default=None, help="force a view (ablation 'view given' only)")
     args = parser.parse_args(argv)
     folds = [f if f == "all" else int(f) for f in args.f]
-    device = torch.device(args.device)
+    get_output_folder(args.d, args.tr, args.p, args.c)  # an unknown dataset is the one line, before any notice
+    device = usable_device(args.device, "predicting")
     predictor = load_predictor(args.d, args.tr, args.p, args.c, folds, args.chk, device)
     predict_echo(args.i, args.o, predictor, args.view)  # EchoInputError: one line, exit 2 (console_command)
 

@@ -7,11 +7,10 @@ new rows (incremental). See docs/how-to/train-hermes.md.
 """
 from __future__ import annotations
 
-import argparse
 
 import torch
 
-from nnunetv2_universal.cli import console_command
+from nnunetv2_universal.cli import command_parser, console_command
 from nnunetv2_universal.finetuning.weights import load_checkpoint_safely
 from nnunetv2_universal.training.hermes_trainer import new_task_rows
 
@@ -27,7 +26,7 @@ def add_tasks(checkpoint: str, output_file: str, new_tasks: int) -> dict:
 
 @console_command
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Add task-prior rows to a trained Hermes checkpoint.")
+    parser = command_parser(description="Add task-prior rows to a trained Hermes checkpoint.")
     parser.add_argument("-i", required=True, help="trained Hermes checkpoint")
     parser.add_argument("-o", required=True, help="output checkpoint")
     parser.add_argument("--new_tasks", type=int, required=True, help="number of new global tasks (labels)")

@@ -8,11 +8,10 @@ old order first, new ones last). See docs/how-to/m4oe-recipe.md.
 """
 from __future__ import annotations
 
-import argparse
 
 import torch
 
-from nnunetv2_universal.cli import console_command
+from nnunetv2_universal.cli import command_parser, console_command
 from nnunetv2_universal.finetuning.weights import load_checkpoint_safely
 from nnunetv2_universal.networks.m4oe import expand_for_new_modality
 
@@ -28,8 +27,8 @@ def add_modality(checkpoint: str, output_file: str, copy_expert: int, new_tasks:
 
 @console_command
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Add one modality expert (and dataset heads) to a trained M4oE "
-                                                 "checkpoint; train on with -pretrained_weights.")
+    parser = command_parser(description="Add one modality expert (and dataset heads) to a trained M4oE "
+                                        "checkpoint; train on with -pretrained_weights.")
     parser.add_argument("-i", required=True, help="trained M4oE checkpoint (checkpoint_final.pth)")
     parser.add_argument("-o", required=True, help="output checkpoint")
     parser.add_argument("--copy_expert", type=int, required=True, help="index of the expert the new one starts from")

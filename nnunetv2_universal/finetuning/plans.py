@@ -8,7 +8,6 @@ count if needed), a patch that fits it (paper: 48x192x192) and the upstream batc
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 from typing import Optional, Sequence
@@ -17,7 +16,7 @@ from batchgenerators.utilities.file_and_folder_operations import isfile, join, l
 from nnunetv2.paths import nnUNet_preprocessed
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
-from nnunetv2_universal.cli import console_command
+from nnunetv2_universal.cli import command_parser, console_command
 from nnunetv2_universal.networks.uniseg import prompt_spatial_size
 
 BACKBONE_NETWORK = "nnunetv2_universal.networks.uniseg.UniSegBackbone"
@@ -63,14 +62,14 @@ def transfer_plans(source: str, target: str, source_plans: str = "UniSegPlans", 
 
 @console_command
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Write fine-tuning plans for TARGET from an upstream UniSeg collection.")
+    p = command_parser(description="Write fine-tuning plans for TARGET from an upstream UniSeg collection.")
     p.add_argument("-s", required=True, help="upstream collection dataset id or name, or a model folder with "
                                              "plans.json (e.g. from nnUNetv2_universal_import_uniseg_v1)")
     p.add_argument("-t", required=True, help="target dataset id or name (planned with stock nnU-Net first)")
     p.add_argument("-sp", default="UniSegPlans", help="upstream plans (default UniSegPlans)")
     p.add_argument("-bp", default="nnUNetPlans", help="target's stock plans to start from (default nnUNetPlans)")
     p.add_argument("-tp", default="UniSegFinetunePlans", help="name of the new plans (default UniSegFinetunePlans)")
-    p.add_argument("-c", default="3d_fullres")
+    p.add_argument("-c", default="3d_fullres", help="configuration")
     p.add_argument("-patch", nargs="+", type=int, default=list(PAPER_DOWNSTREAM_PATCH),
                    help="patch size (default 48 192 192, the paper's)")
     args = p.parse_args(argv)

@@ -12,7 +12,6 @@ nnUNet_preprocessed, `nnUNetv2_universal_predict -d 620 --task Liver` (or `--all
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import shutil
@@ -21,14 +20,14 @@ import tempfile
 import torch
 from batchgenerators.utilities.file_and_folder_operations import join, maybe_mkdir_p, save_json
 
-from nnunetv2_universal.cli import console_command
+from nnunetv2_universal.cli import command_parser, console_command
 from nnunetv2_universal.collection.build import collection_dataset_json
 from nnunetv2_universal.collection.plan_and_preprocess import collection_plans, task_settings
 from nnunetv2_universal.collection.templates import PAPER
 from nnunetv2_universal.finetuning.uniseg11_tasks import PAPER_TASKS, paper_registry
 from nnunetv2_universal.finetuning.v1_checkpoint import (architecture_from_weights, map_v1_state_dict,
                                                            network_from_v1_state_dict)
-from nnunetv2_universal.finetuning.weights import load_checkpoint_safely
+from nnunetv2_universal.finetuning.weights import load_checkpoint_safely, refuse_v2_checkpoint
 
 TRAINER, PLANS, CONFIGURATION = "UniSegTrainer", "UniSegPlans", "3d_fullres"
 MIRROR_AXES = (0, 1, 2)  # the reference's test-time mirroring
@@ -40,6 +39,7 @@ class V1ImportError(ValueError):
 
 def _v1_state(model_file: str, allow_pickle: bool) -> dict:
     checkpoint = load_checkpoint_safely(model_file, allow_pickle)
+    refuse_v2_checkpoint(checkpoint, model_file)
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not state:
         raise V1ImportError(f"{model_file}: no weights found (an nnU-Net v1 .model file keeps them under "
@@ -121,8 +121,8 @@ def import_uniseg_v1(model_file: str, dataset_id: int, name: str = "UniSeg11", a
 
 @console_command
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Import the released UniSeg checkpoint (nnU-Net v1 .model) as an nnU-Net "
-                                            "v2 model folder that predicts the paper's 11 tasks.")
+    p = command_parser(description="Import the released UniSeg checkpoint (nnU-Net v1 .model) as an nnU-Net "
+                                   "v2 model folder that predicts the paper's 11 tasks.")
     p.add_argument("-i", required=True, help="model_final_checkpoint.model (the authors' release)")
     p.add_argument("-d", required=True, type=int, help="dataset id for the model folder (e.g. 620)")
     p.add_argument("-n", default="UniSeg11", help="dataset name (default UniSeg11)")

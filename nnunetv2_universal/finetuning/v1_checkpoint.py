@@ -9,15 +9,14 @@ read. Loading avoids executing pickled code unless --allow_pickle is given for a
 """
 from __future__ import annotations
 
-import argparse
 import re
 from typing import Dict, List
 
 import torch
 from torch import nn
 
-from nnunetv2_universal.cli import console_command
-from nnunetv2_universal.finetuning.weights import load_checkpoint_safely
+from nnunetv2_universal.cli import command_parser, console_command
+from nnunetv2_universal.finetuning.weights import load_checkpoint_safely, refuse_v2_checkpoint
 from nnunetv2_universal.networks.uniseg import UniSegNetwork
 
 _RULES = [
@@ -109,6 +108,7 @@ def network_from_v1_state_dict(state: Dict[str, torch.Tensor]) -> UniSegNetwork:
 
 def convert_v1_checkpoint(model_file: str, output_file: str, allow_pickle: bool = False) -> UniSegNetwork:
     checkpoint = load_checkpoint_safely(model_file, allow_pickle)
+    refuse_v2_checkpoint(checkpoint, model_file)
     state = checkpoint.get("state_dict", checkpoint)
     network = network_from_v1_state_dict(state)
     torch.save({"network_weights": network.state_dict(), "trainer_name": "UniSegTrainer",
@@ -124,7 +124,7 @@ def architecture_summary(network: UniSegNetwork) -> List[str]:
 
 @console_command
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Convert the released UniSeg v1 checkpoint (.model) to our format.")
+    p = command_parser(description="Convert the released UniSeg v1 checkpoint (.model) to our format.")
     p.add_argument("-i", required=True, help="model_final_checkpoint.model (nnU-Net v1)")
     p.add_argument("-o", required=True, help="output .pth ({'network_weights': ...})")
     p.add_argument("--allow_pickle", action="store_true", help="allow pickled code while loading (trusted files)")

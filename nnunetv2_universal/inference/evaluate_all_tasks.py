@@ -11,7 +11,6 @@ Dice measures the merged map as delivered.
 """
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Dict
 
@@ -20,7 +19,7 @@ from batchgenerators.utilities.file_and_folder_operations import join, load_json
 from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
 from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
-from nnunetv2_universal.cli import console_command
+from nnunetv2_universal.cli import command_parser, console_command
 from nnunetv2_universal.inference.input_checks import PredictionInputError
 
 
@@ -63,12 +62,13 @@ def evaluate_task(prediction_folder: str, reference_folder: str, task: str, file
 
 @console_command
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Evaluate one task of an --all-tasks output with nnU-Net's evaluator.")
+    p = command_parser(description="Evaluate one task of an --all-tasks output with nnU-Net's evaluator.")
     p.add_argument("-pred", required=True, help="the --all-tasks output folder (with labels.json)")
     p.add_argument("-ref", required=True, help="the task's reference labels (task-local, e.g. a labelsTs folder)")
     p.add_argument("--task", required=True, help="task name (as in labels.json)")
-    p.add_argument("-np", type=int, default=int(os.environ.get("nnUNet_def_n_proc", 1)))
-    p.add_argument("--file_ending", default=".nii.gz")
+    p.add_argument("-np", type=int, default=int(os.environ.get("nnUNet_def_n_proc", 1)),
+                   help="worker processes for the metrics (nnUNet_def_n_proc, else 1)")
+    p.add_argument("--file_ending", default=".nii.gz", help="file ending of predictions and references")
     args = p.parse_args(argv)
     metrics = evaluate_task(args.pred, args.ref, args.task, args.file_ending, args.np)
     dice = {k: round(v["Dice"], 4) for k, v in metrics["mean"].items()}

@@ -10,6 +10,7 @@ from typing import List, Optional, Sequence
 
 from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
 
+from nnunetv2_universal.case_files import channel_gap, channels_per_case
 from nnunetv2_universal.image_checks import read_checked
 from nnunetv2_universal.registry import TaskRegistry, TaskSpec, UnknownTaskError
 
@@ -44,6 +45,13 @@ def check_input_folder(folder: str, file_ending: str, spec: Optional[TaskSpec]) 
     must have exactly the task's channels."""
     if not os.path.isdir(folder):
         raise PredictionInputError(f"input folder {folder} does not exist")
+    for case, channels in channels_per_case(folder, file_ending, PredictionInputError, folder.rstrip(os.sep)).items():
+        gap = channel_gap(case, channels, file_ending, spec.num_channels if spec is not None else None)
+        if gap:
+            expected = (f"task {spec.name} takes {spec.num_channels}: {', '.join(spec.modalities)}" if spec is not None
+                        else "channels are numbered from 0000 without gaps")
+            raise PredictionInputError(f"case {case}: {os.path.join(folder, gap)} is missing; nnU-Net names a case's "
+                                       f"files {case}_0000{file_ending}, {case}_0001{file_ending} ... ({expected})")
     cases = create_lists_from_splitted_dataset_folder(folder, file_ending)
     if not cases:
         raise PredictionInputError(f"no input cases (CASE_0000{file_ending} ...) in {folder}")
@@ -76,3 +84,14 @@ def check_channel_counts(cases: List[List[str]], file_ending: str, registry: Tas
         print(f"Note: the input folder mixes channel counts; {', '.join(fewer)} have fewer channel files than "
               f"others ({most}): each runs the tasks of its own channel count. Check that no file is missing.",
               file=sys.stderr)
+
+
+def check_output_folder_empty(folder: str, file_ending: str) -> None:
+    """--all-tasks: an output folder that already holds segmentations (or a labels.json) is not written into
+    without --overwrite (the merged maps and their label table must come from one run)."""
+    if not os.path.isdir(folder):
+        return
+    held = sorted(f for f in os.listdir(folder) if f.endswith(file_ending) or f == "labels.json")
+    if held:
+        raise PredictionInputError(f"output folder {folder} already holds {len(held)} file(s) such as {held[0]}; "
+                                   f"choose an empty folder or pass --overwrite")

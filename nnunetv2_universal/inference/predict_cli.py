@@ -9,23 +9,23 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import sys
 
 import torch
 from batchgenerators.utilities.file_and_folder_operations import join, load_json, maybe_mkdir_p
 from nnunetv2.utilities.file_path_utilities import get_output_folder
 
-from nnunetv2_universal.cli import console_command
+from nnunetv2_universal.cli import command_parser, console_command
 from nnunetv2_universal.cli import ensure_trainer_folder_on_path
+from nnunetv2_universal.devices import usable_device
 from nnunetv2_universal.inference.input_checks import (PredictionInputError, check_channel_counts, check_input_folder,
-                                                       check_request)
+                                                       check_output_folder_empty, check_request)
 from nnunetv2_universal.inference.predictor import UniversalPredictor, write_global_labels
 from nnunetv2_universal.registry import TaskRegistry
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Predict with a universal model: one task (--task) or all compatible "
-                                            "tasks merged into one label map (--all-tasks).")
+    p = command_parser(description="Predict with a universal model: one task (--task) or all compatible "
+                                   "tasks merged into one label map (--all-tasks).")
     p.add_argument("-i", help="input folder (files CASE_XXXX<ending>, as for nnUNetv2_predict)")
     p.add_argument("-o", help="output folder")
     p.add_argument("-d", required=True, help="collection dataset id or name")
@@ -51,17 +51,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no_reorient", action="store_true",
                    help="feed images as stored (default: each is brought to its task's training orientation by a "
                         "lossless axis flip/permutation and the result written back in the input's geometry)")
-    p.add_argument("-step_size", type=float, default=0.5)
-    p.add_argument("--disable_tta", action="store_true")
-    p.add_argument("--verbose", action="store_true")
+    p.add_argument("--overwrite", action="store_true",
+                   help="with --all-tasks: write into an output folder that already holds segmentations or "
+                        "labels.json (refused otherwise; --task overwrites as nnUNetv2_predict does)")
+    p.add_argument("-step_size", type=float, default=0.5,
+                   help="sliding-window step as a fraction of the patch (larger: fewer tiles, faster)")
+    p.add_argument("--disable_tta", action="store_true",
+                   help="no mirroring test-time augmentation (up to 8x faster in 3D, slightly less accurate)")
+    p.add_argument("--verbose", action="store_true", help="nnU-Net's verbose predictor output")
     p.add_argument("--save_probabilities", action="store_true", help="(--task only)")
     p.add_argument("--continue_prediction", action="store_true", help="(--task only)")
-    p.add_argument("-chk", default="checkpoint_final.pth")
-    p.add_argument("-npp", type=int, default=int(os.environ.get("nnUNet_npp", 3)))
-    p.add_argument("-nps", type=int, default=int(os.environ.get("nnUNet_nps", 3)))
-    p.add_argument("-device", default="cuda", choices=["cuda", "cpu", "mps"])
-    p.add_argument("--disable_progress_bar", action="store_true")
-    p.add_argument("--not_on_device", action="store_true")
+    p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name in each fold folder")
+    p.add_argument("-npp", type=int, default=int(os.environ.get("nnUNet_npp", 3)),
+                   help="preprocessing worker processes (nnUNet_npp, else 3; -npp 0 -nps 0: sequential, --task)")
+    p.add_argument("-nps", type=int, default=int(os.environ.get("nnUNet_nps", 3)),
+                   help="segmentation export worker processes (nnUNet_nps, else 3)")
+    p.add_argument("-device", default="cuda", choices=["cuda", "cpu", "mps"],
+                   help="device; cuda without a GPU falls back to the CPU with a notice")
+    p.add_argument("--disable_progress_bar", action="store_true", help="no progress bars")
+    p.add_argument("--not_on_device", action="store_true",
+                   help="keep the sliding-window result in CPU memory (large images on a small GPU)")
     return p
 
 
@@ -75,14 +84,6 @@ def _model_folder(args) -> str:
                 if found else "no trained model folders there")
         raise PredictionInputError(f"no model folder {model_folder}; {hint}")
     return model_folder
-
-
-def _device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        print("No CUDA device available: predicting on the CPU (pass -device cpu to silence this notice).",
-              file=sys.stderr)
-        name = "cpu"
-    return torch.device(name)
 
 
 @console_command
@@ -108,8 +109,10 @@ def main(argv=None):
     cases = check_input_folder(args.i, dataset_json["file_ending"], spec)
     if args.all_tasks:
         check_channel_counts(cases, dataset_json["file_ending"], registry)
+        if not args.overwrite:
+            check_output_folder_empty(args.o, dataset_json["file_ending"])
     ensure_trainer_folder_on_path()
-    device = _device(args.device)
+    device = usable_device(args.device, "predicting")
     if device.type == "cpu":
         torch.set_num_threads(multiprocessing.cpu_count())
     elif device.type == "cuda":

@@ -8,14 +8,18 @@ per tile (only the prompt-dependent part runs per task), and the per-task label 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
+import sys
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from batchgenerators.utilities.file_and_folder_operations import join, maybe_mkdir_p, save_json
 from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+from nnunetv2.inference import predict_from_raw_data
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
 from torch import nn
@@ -64,6 +68,62 @@ def restrict_to_labels(logits: torch.Tensor, labels) -> torch.Tensor:
     return out
 
 
+GPU_DONE_LINE = "GPU prediction completed."
+
+
+class _LinesDropped(io.TextIOBase):
+    """stdout that drops lines starting with `prefix` (print writes a line's text and its newline separately)."""
+
+    def __init__(self, stream, prefix: str):
+        self.stream, self.prefix, self.dropping = stream, prefix, False
+
+    def write(self, text: str) -> int:
+        if text.startswith(self.prefix):
+            self.dropping = not text.endswith("\n")
+            return len(text)
+        if self.dropping and text == "\n":
+            self.dropping = False
+            return len(text)
+        self.dropping = False
+        return self.stream.write(text)
+
+    def flush(self):
+        self.stream.flush()
+
+
+@contextlib.contextmanager
+def stdout_without(prefix: str):
+    saved = sys.stdout
+    sys.stdout = _LinesDropped(saved, prefix)
+    try:
+        yield
+    finally:
+        sys.stdout = saved
+
+
+def _plugin_trainer_class(name: str):
+    """One of our trainers by name (the module nnUNet_extTrainer points at re-exports all of them), or None."""
+    from nnunetv2_universal.nnunet_trainers import nnunetv2_universal_uniseg as trainers
+    found = getattr(trainers, name, None)
+    return found if isinstance(found, type) else None
+
+
+@contextlib.contextmanager
+def plugin_trainers_found_first():
+    """nnU-Net's trainer search reports 'Trainer ... not found in nnunetv2.training.nnUNetTrainer' before it looks
+    in nnUNet_extTrainer; our predictor knows our trainers and asks nnU-Net only for the others."""
+    saved = predict_from_raw_data.recursive_find_trainer_class_by_name
+
+    def find(name: str):
+        return _plugin_trainer_class(name) or saved(name)
+
+    predict_from_raw_data.recursive_find_trainer_class_by_name = find
+    try:
+        yield
+    finally:
+        predict_from_raw_data.recursive_find_trainer_class_by_name = saved
+
+
 def _head_count_label_manager(num_heads: int) -> LabelManager:
     return LabelManager({"background": 0, **{f"c{i}": i for i in range(1, num_heads)}}, None)
 
@@ -83,7 +143,7 @@ class UniversalPredictor(nnUNetPredictor):
 
     def initialize_from_trained_model_folder(self, model_training_output_dir, use_folds,
                                              checkpoint_name: str = "checkpoint_final.pth"):
-        with plugin_predictor_builds():
+        with plugin_predictor_builds(), plugin_trainers_found_first():
             super().initialize_from_trained_model_folder(model_training_output_dir, use_folds, checkpoint_name)
         self.configuration_name = self._configuration_name_of(self.configuration_manager)
         self._remember_collection()
@@ -94,6 +154,12 @@ class UniversalPredictor(nnUNetPredictor):
                                       trainer_name, inference_allowed_mirroring_axes)
         self.configuration_name = self._configuration_name_of(configuration_manager)
         self._remember_collection()
+
+    def predict_from_data_iterator(self, *args, **kwargs):
+        if self.device.type == "cuda":
+            return super().predict_from_data_iterator(*args, **kwargs)
+        with stdout_without(GPU_DONE_LINE):  # nnU-Net says this on every device
+            return super().predict_from_data_iterator(*args, **kwargs)
 
     def _configuration_name_of(self, configuration_manager) -> str:
         for name, cfg in self.plans_manager.plans["configurations"].items():

@@ -16,6 +16,7 @@ from typing import Optional
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
+from nnunetv2_universal.cli import stock_command_errors
 from nnunetv2_universal.collection.task_plans import PER_TASK_CONFIGURATION_KEYS, TASKS_KEY
 from nnunetv2_universal.conditioning import Condition
 from nnunetv2_universal.orientation import orient_plans_manager
@@ -36,16 +37,11 @@ def plugin_predictor_builds():
         _plugin_predictor_depth -= 1
 
 
-def apply_task_from_environment(network: nn.Module, plans_manager: PlansManager,
-                                configuration_manager: ConfigurationManager) -> Optional[str]:
-    """Apply $nnUNet_universal_task (if set) to the predictor's managers and the network; returns the task name."""
-    if _plugin_predictor_depth:
-        return None
-    task = os.environ.get(TASK_ENV)
-    tasks = configuration_manager.configuration.get(TASKS_KEY, {})
+def check_environment_task(task: Optional[str], tasks: dict) -> None:
+    """$nnUNet_universal_task names one of the model's tasks (not needed for a model without tasks)."""
     if not task:
         if not tasks:
-            return None
+            return
         listing = "; ".join(f"{name} ({len(s.get('modalities', []))} channel(s): {', '.join(s.get('modalities', []))})"
                             for name, s in tasks.items())
         raise RuntimeError(f"this is a universal model: stock nnUNetv2_predict needs {TASK_ENV}=<task> in the "
@@ -53,6 +49,19 @@ def apply_task_from_environment(network: nn.Module, plans_manager: PlansManager,
                            f"--all-tasks). Tasks: {listing}")
     if task not in tasks:
         raise KeyError(f"{TASK_ENV}={task!r} is not a task of this model; valid tasks: {', '.join(tasks)}")
+
+
+def apply_task_from_environment(network: nn.Module, plans_manager: PlansManager,
+                                configuration_manager: ConfigurationManager) -> Optional[str]:
+    """Apply $nnUNet_universal_task (if set) to the predictor's managers and the network; returns the task name."""
+    if _plugin_predictor_depth:
+        return None
+    task = os.environ.get(TASK_ENV)
+    tasks = configuration_manager.configuration.get(TASKS_KEY, {})
+    with stock_command_errors("-o"):  # inside stock nnUNetv2_predict: one line, no empty output folder
+        check_environment_task(task, tasks)
+    if not task:
+        return None
     settings = tasks[task]
     for key in PER_TASK_CONFIGURATION_KEYS:
         if key in settings:

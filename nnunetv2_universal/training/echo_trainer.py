@@ -46,6 +46,7 @@ from nnunetv2_universal.echo.text_embeddings import class_text_embeddings
 from nnunetv2_universal.training.steps import backward_and_step
 from nnunetv2_universal.training.augmenters import wrap_in_augmenters
 from nnunetv2_universal.training.checkpointing import SafeCheckpoints
+from nnunetv2_universal.training.trainer_defaults import PluginTrainerDefaults
 from nnunetv2_universal.training.condition_diagnostic import ConditionSensitivityLogging
 from nnunetv2_universal.training.task_logging import TASK_DICE_KEY, TaskAwareLocalLogger
 
@@ -118,7 +119,7 @@ def resized_like(volume: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return F.interpolate(volume, size=like.shape[2:], mode="nearest")
 
 
-class EchoPromptTrainer(ConditionSensitivityLogging, SafeCheckpoints, nnUNetTrainer):
+class EchoPromptTrainer(PluginTrainerDefaults, ConditionSensitivityLogging, SafeCheckpoints, nnUNetTrainer):
     """Trains EchoPromptNetwork on an echo collection (nnUNetv2_universal_build_echo_collection)."""
 
     network_overrides: dict = {}  # architecture kwargs a variant changes (ablations)

@@ -7,9 +7,10 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_universal.training.checkpointing import SafeCheckpoints
+from nnunetv2_universal.training.trainer_defaults import PluginTrainerDefaults
 
 
-class UniSegFinetuneTrainer(SafeCheckpoints, nnUNetTrainer):
+class UniSegFinetuneTrainer(PluginTrainerDefaults, SafeCheckpoints, nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)

@@ -152,6 +152,8 @@ class M4oEPretrainTrainer(M4oETrainer):
     def on_epoch_end(self):
         super(UniSegTrainer, self).on_epoch_end()
 
+    final_validation_runs = False
+
     def perform_actual_validation(self, save_probabilities: bool = False):
         self.print_to_log_file("phase 1 (masked image modelling): no segmentation to validate")
 

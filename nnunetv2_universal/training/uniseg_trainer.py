@@ -9,7 +9,6 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 from batchgenerators.utilities.file_and_folder_operations import join, maybe_mkdir_p, save_json
-from nnunetv2.configuration import default_num_processes
 from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
 from nnunetv2.inference.export_prediction import export_prediction_from_logits
 from nnunetv2.inference.sliding_window_prediction import compute_gaussian
@@ -18,6 +17,7 @@ from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.helpers import dummy_context
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from torch import autocast, nn
 from torch import distributed as dist
 
@@ -31,6 +31,7 @@ from nnunetv2_universal.training.augmenters import wrap_in_augmenters
 from nnunetv2_universal.training.task_logging import TASK_DICE_KEY, TaskAwareLocalLogger
 from nnunetv2_universal.training.checkpointing import SafeCheckpoints
 from nnunetv2_universal.training.condition_diagnostic import ConditionSensitivityLogging
+from nnunetv2_universal.training.trainer_defaults import PluginTrainerDefaults
 
 
 class TaskSlicedLoss(nn.Module):
@@ -62,7 +63,7 @@ class ScaledPolyLRScheduler(PolyLRScheduler):
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
 
-class UniSegTrainer(ConditionSensitivityLogging, SafeCheckpoints, nnUNetTrainer):
+class UniSegTrainer(PluginTrainerDefaults, ConditionSensitivityLogging, SafeCheckpoints, nnUNetTrainer):
     """Trains a UniSeg network on a collection built by nnUNetv2_universal_build_collection."""
 
     network_class_name = None  # None: the class named in the plans (UniSegNetwork); variants may swap it
@@ -77,6 +78,20 @@ class UniSegTrainer(ConditionSensitivityLogging, SafeCheckpoints, nnUNetTrainer)
         self.num_val_iterations_per_epoch = 50
         self.logger.local_logger = TaskAwareLocalLogger(self.registry.names)
 
+    @classmethod
+    def check_before_start(cls, plans: dict, configuration: str, dataset_json: dict) -> None:
+        super().check_before_start(plans, configuration, dataset_json)
+        TaskRegistry.from_dataset_json(dataset_json)  # a collection, with its registry
+        name = PlansManager(plans).get_configuration(configuration).network_arch_class_name
+        cls.check_network_class(name, plans.get("plans_name"))
+
+    @classmethod
+    def check_network_class(cls, name: str, plans_name: str) -> None:
+        if not name.endswith(cls.plans_network_suffixes):
+            raise ValueError(f"plans {plans_name!r} describe {name}, not one of {list(cls.plans_network_suffixes)}; "
+                             f"plan the collection with nnUNetv2_universal_plan_and_preprocess and the matching "
+                             f"template")
+
     # ---- network
     network_overrides: dict = {}  # architecture kwargs a variant changes (see training/variants/uniseg_ablations.py)
 
@@ -85,10 +100,7 @@ class UniSegTrainer(ConditionSensitivityLogging, SafeCheckpoints, nnUNetTrainer)
                                    num_output_channels, enable_deep_supervision: bool = True) -> nn.Module:
         # A classmethod (called like nnU-Net's static one) so that variants only set class attributes.
         name = configuration_manager.network_arch_class_name
-        if not name.endswith(cls.plans_network_suffixes):
-            raise ValueError(f"plans {plans_manager.plans_name!r} describe {name}, not one of "
-                             f"{list(cls.plans_network_suffixes)}; plan the collection with "
-                             f"nnUNetv2_universal_plan_and_preprocess and the matching template")
+        cls.check_network_class(name, plans_manager.plans_name)
         return cls.network_for_plans(cls.network_class_name or name, cls.network_kwargs(configuration_manager),
                                      plans_manager, configuration_manager, num_input_channels, num_output_channels,
                                      enable_deep_supervision)
@@ -271,6 +283,7 @@ class UniSegTrainer(ConditionSensitivityLogging, SafeCheckpoints, nnUNetTrainer)
 
     # ---- final validation: each case with its task's preprocessing, condition and labels
     def perform_actual_validation(self, save_probabilities: bool = False):
+        workers = self.announce_final_validation()
         self.set_deep_supervision_enabled(False)
         self.network.eval()
         predictor = UniversalPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
@@ -296,12 +309,13 @@ class UniSegTrainer(ConditionSensitivityLogging, SafeCheckpoints, nnUNetTrainer)
         if self.is_ddp:
             dist.barrier()
         if self.local_rank == 0:
-            summary = self._summarise_validation(predictor, validation_folder, val_keys)
+            summary = self._summarise_validation(predictor, validation_folder, val_keys, workers)
             save_json(summary, join(validation_folder, "summary_per_task.json"), sort_keys=False)
         self.set_deep_supervision_enabled(True)
         compute_gaussian.cache_clear()
 
-    def _summarise_validation(self, predictor: UniversalPredictor, validation_folder: str, val_keys) -> dict:
+    def _summarise_validation(self, predictor: UniversalPredictor, validation_folder: str, val_keys,
+                              workers: int = 1) -> dict:
         summary = {}
         tasks_with_cases = sorted({self.registry.task_of_case(k) for k in val_keys})
         for t in tasks_with_cases:
@@ -311,7 +325,7 @@ class UniSegTrainer(ConditionSensitivityLogging, SafeCheckpoints, nnUNetTrainer)
                                                 folder, join(folder, "summary.json"),
                                                 view.plans_manager.image_reader_writer_class(),
                                                 self.dataset_json["file_ending"], view.label_manager.foreground_labels,
-                                                None, chill=True, num_processes=default_num_processes)
+                                                None, chill=True, num_processes=workers)
             dice = {name: metrics["mean"][value]["Dice"] for name, value in view.spec.foreground_labels.items()}
             summary[view.spec.name] = {"per_class_dice": dice, "mean_dice": metrics["foreground_mean"]["Dice"]}
             self.logger.log_summary(f"final_val/{view.spec.name}_dice", metrics["foreground_mean"]["Dice"])
