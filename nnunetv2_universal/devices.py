@@ -16,3 +16,11 @@ def usable_device(device: Union[str, torch.device], activity: str) -> torch.devi
               file=sys.stderr)
         return torch.device("cpu")
     return device
+
+
+def cpu_has_native_bf16() -> bool:
+    """bfloat16 in hardware (AVX512-BF16 or AMX). Without it torch emulates bf16 and a small network's tile takes
+    several times longer than in fp32 (measured: 8x on this repository's AVX2 machine)."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)

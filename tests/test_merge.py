@@ -128,8 +128,8 @@ def test_all_tasks_runs_ct_tasks_on_ct_images_and_mr_tasks_on_mr_images(tmp_path
     assert predictor._same_modality_tasks([files["ct"]], [0, 1, 2]) == [0, 2]
     assert predictor._same_modality_tasks([files["mr"]], [0, 1, 2]) == [1]
     ran = {}
-    predictor._segment_group = lambda image_files, views: (ran.setdefault(image_files[0], []).extend(
-        v.index for v in views), ({}, {}))[1]
+    predictor._segment_case = lambda image_files, groups, name: (ran.setdefault(image_files[0], []).extend(
+        v.index for views in groups for v in views), ({}, {}))[1]
     predictor.view = lambda t: type("View", (), {"index": t, "preprocessing_signature": t})()
     predictor.dataset_json = {"file_ending": ".nii.gz"}
     predictor.plans_manager.image_reader_writer_class = type("NoWrite", (SimpleITKIO,), {

@@ -83,3 +83,73 @@ def test_plugin_trainers_are_found_without_nnunets_search(capsys):
     with plugin_trainers_found_first():
         assert predict_from_raw_data.recursive_find_trainer_class_by_name("UniSegTrainer") is UniSegTrainer
     assert "not found" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ([], {"tile_step_size": 0.5, "use_mirroring": True, "cpu_bf16": False}),
+    (["--fast"], {"tile_step_size": 0.5, "use_mirroring": False, "cpu_bf16": "native"}),
+    (["--fast", "-step_size", "0.75"], {"tile_step_size": 0.75, "use_mirroring": False, "cpu_bf16": "native"}),
+    (["--disable_tta", "--cpu_bf16"], {"tile_step_size": 0.5, "use_mirroring": False, "cpu_bf16": True}),
+])
+def test_the_fast_path_flags_reach_the_predictor(flags, expected, monkeypatch):
+    from nnunetv2_universal.inference import predict_cli
+    from nnunetv2_universal.inference.predictor import UniversalPredictor
+    from nnunetv2_universal.devices import cpu_has_native_bf16
+    if expected["cpu_bf16"] == "native":  # --fast uses bf16 only where the CPU has it in hardware
+        expected = dict(expected, cpu_bf16=cpu_has_native_bf16())
+    args = predict_cli._parser().parse_args(["-d", "900", "--task", "T", "-i", "in", "-o", "out"] + flags)
+    assert predict_cli.predictor_settings(args) == expected
+    made = {}
+
+    class Stop(Exception):
+        pass
+
+    def initialise(self, *a, **k):  # the predictor as main() configured it, before any model is read
+        made.update(tile_step_size=self.tile_step_size, use_mirroring=self.use_mirroring, cpu_bf16=self.cpu_bf16)
+        raise Stop
+
+    monkeypatch.setattr(predict_cli, "_model_folder", lambda args: "model")
+    monkeypatch.setattr(predict_cli, "load_json", lambda path: {"file_ending": ".nii.gz"})
+    monkeypatch.setattr(predict_cli.TaskRegistry, "from_dataset_json", staticmethod(lambda d: None))
+    monkeypatch.setattr(predict_cli, "check_request", lambda *a: None)
+    monkeypatch.setattr(predict_cli, "check_input_folder", lambda *a: [])
+    monkeypatch.setattr(UniversalPredictor, "initialize_from_trained_model_folder", initialise)
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(Stop):
+            predict_cli.main(["-d", "900", "--task", "T", "-i", "in", "-o", "out", "-device", "cpu"] + flags)
+    finally:
+        torch.set_num_threads(threads)
+    assert made == expected
+
+
+def test_bf16_autocast_runs_the_network_in_bfloat16_on_the_cpu_and_returns_float32():
+    from nnunetv2_universal.inference.predictor import UniversalPredictor
+    seen = []
+
+    class Net(torch.nn.Module):
+        def forward(self, x):
+            y = torch.nn.functional.linear(x, torch.ones(x.shape[-1], x.shape[-1]))
+            seen.append(y.dtype)
+            return y
+
+    predictor = UniversalPredictor(device=torch.device("cpu"), use_mirroring=False, allow_tqdm=False)
+    predictor.network = Net()
+    x = torch.randn(1, 1, 2, 4)
+    predictor.cpu_bf16 = False
+    reference = predictor._internal_maybe_mirror_and_predict(x)
+    predictor.cpu_bf16 = True
+    fast = predictor._internal_maybe_mirror_and_predict(x)
+    assert seen == [torch.float32, torch.bfloat16] and fast.dtype == torch.float32
+    assert torch.allclose(fast, reference, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("patch, shape, expected", [((8, 16, 16), (8, 24, 16), 2), ((16, 16), (5, 16, 40), 5 * 4),
+                                                    ((8, 16, 16), (4, 10, 10), 1)])
+def test_tile_count_is_what_nnunets_sliding_window_runs(patch, shape, expected):
+    """3D, a 2D patch over the slices of a 3D image, an image smaller than the patch (nnU-Net pads it)."""
+    from nnunetv2_universal.inference.predictor import UniversalPredictor
+    from nnunetv2_universal.inference.progress import tile_count
+    predictor = UniversalPredictor(device=torch.device("cpu"), tile_step_size=0.5, allow_tqdm=False)
+    predictor.configuration_manager = type("Config", (), {"patch_size": list(patch)})()
+    assert tile_count(predictor, shape) == expected

@@ -84,6 +84,15 @@ def import_uniseg_v1(model_file: str, dataset_id: int, name: str = "UniSeg11", a
     if stems != registry.channel_counts or network.num_classes != registry.max_num_classes:
         raise V1ImportError(f"{model_file}: stems for {stems} channels and {network.num_classes} output classes; the "
                             f"11 tasks need stems {registry.channel_counts} and {registry.max_num_classes} classes")
+    return write_model_folder(network, _arch_template(mapped), dataset_id, name, results, overwrite,
+                              f"UniSeg v1 checkpoint {os.path.basename(model_file)}")
+
+
+def write_model_folder(network: torch.nn.Module, template: dict, dataset_id: int, name: str, results: str,
+                       overwrite: bool = False, source: str = "") -> str:
+    """A model folder for the paper's 11 tasks around `network` (built with `template`'s architecture): plans with
+    the reference's per-task preprocessing, the registry, fold_0/checkpoint_final.pth. Written atomically."""
+    registry = paper_registry()
     dataset_name = f"Dataset{int(dataset_id):03d}_{name}"
     taken = [d for d in os.listdir(results) if d.startswith(f"Dataset{int(dataset_id):03d}_") and d != dataset_name] \
         if os.path.isdir(results) else []
@@ -93,7 +102,6 @@ def import_uniseg_v1(model_file: str, dataset_id: int, name: str = "UniSeg11", a
     if os.path.exists(target) and not overwrite:
         raise V1ImportError(f"{target} exists; pass --overwrite to replace it")
 
-    template = _arch_template(mapped)
     patch = template["patch_size"]
     settings = {t.name: task_settings(registry.task(t.name), t.spacing, t.use_mask_for_norm, patch, "SimpleITKIO")
                 for t in PAPER_TASKS}
@@ -101,8 +109,7 @@ def import_uniseg_v1(model_file: str, dataset_id: int, name: str = "UniSeg11", a
     dataset_json = collection_dataset_json(registry, name, ".nii.gz")
     checkpoint = {"network_weights": network.state_dict(), "trainer_name": TRAINER,
                   "init_args": {"configuration": CONFIGURATION, "fold": 0},
-                  "inference_allowed_mirroring_axes": MIRROR_AXES, "current_epoch": 0,
-                  "source": f"UniSeg v1 checkpoint {os.path.basename(model_file)}"}
+                  "inference_allowed_mirroring_axes": MIRROR_AXES, "current_epoch": 0, "source": source}
     maybe_mkdir_p(join(results, dataset_name))
     staging = tempfile.mkdtemp(prefix=".import.", dir=join(results, dataset_name))
     try:

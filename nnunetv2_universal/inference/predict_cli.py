@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import sys
 
 import torch
 from batchgenerators.utilities.file_and_folder_operations import join, load_json, maybe_mkdir_p
@@ -16,7 +17,7 @@ from nnunetv2.utilities.file_path_utilities import get_output_folder
 
 from nnunetv2_universal.cli import command_parser, console_command
 from nnunetv2_universal.cli import ensure_trainer_folder_on_path
-from nnunetv2_universal.devices import usable_device
+from nnunetv2_universal.devices import cpu_has_native_bf16, usable_device
 from nnunetv2_universal.inference.input_checks import (PredictionInputError, check_channel_counts, check_input_folder,
                                                        check_output_folder_empty, check_request)
 from nnunetv2_universal.inference.predictor import UniversalPredictor, write_global_labels
@@ -55,9 +56,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --all-tasks: write into an output folder that already holds segmentations or "
                         "labels.json (refused otherwise; --task overwrites as nnUNetv2_predict does)")
     p.add_argument("-step_size", type=float, default=0.5,
-                   help="sliding-window step as a fraction of the patch (larger: fewer tiles, faster)")
+                   help="sliding-window step as a fraction of the patch (larger: fewer tiles, faster, but tile borders "
+                        "then change the answer; see docs/performance.md)")
     p.add_argument("--disable_tta", action="store_true",
                    help="no mirroring test-time augmentation (up to 8x faster in 3D, slightly less accurate)")
+    p.add_argument("--cpu_bf16", action="store_true",
+                   help="bfloat16 autocast on the CPU (nnU-Net autocasts on CUDA only); pays off only on CPUs with "
+                        "bf16 in hardware (AVX512-BF16, AMX), elsewhere it is slower")
+    p.add_argument("--fast", action="store_true",
+                   help="prediction a person can wait for on a CPU: --disable_tta, plus --cpu_bf16 where the CPU has "
+                        "bf16 in hardware; time and agreement with the default: docs/performance.md")
     p.add_argument("--verbose", action="store_true", help="nnU-Net's verbose predictor output")
     p.add_argument("--save_probabilities", action="store_true", help="(--task only)")
     p.add_argument("--continue_prediction", action="store_true", help="(--task only)")
@@ -84,6 +92,13 @@ def _model_folder(args) -> str:
                 if found else "no trained model folders there")
         raise PredictionInputError(f"no model folder {model_folder}; {hint}")
     return model_folder
+
+
+def predictor_settings(args) -> dict:
+    """What nnU-Net's predictor gets from the flags. --fast = --disable_tta, and --cpu_bf16 where the CPU has bf16
+    in hardware; the step stays (fewer tiles changed the answer too much, docs/performance.md)."""
+    return {"tile_step_size": args.step_size, "use_mirroring": not (args.disable_tta or args.fast),
+            "cpu_bf16": bool(args.cpu_bf16 or (args.fast and cpu_has_native_bf16()))}
 
 
 @console_command
@@ -117,12 +132,18 @@ def main(argv=None):
         torch.set_num_threads(multiprocessing.cpu_count())
     elif device.type == "cuda":
         torch.set_num_threads(1)
-    predictor = UniversalPredictor(tile_step_size=args.step_size, use_gaussian=True,
-                                   use_mirroring=not args.disable_tta,
+    settings = predictor_settings(args)
+    predictor = UniversalPredictor(tile_step_size=settings["tile_step_size"], use_gaussian=True,
+                                   use_mirroring=settings["use_mirroring"],
                                    perform_everything_on_device=not args.not_on_device,
                                    device=device, verbose=args.verbose,
                                    allow_tqdm=not args.disable_progress_bar)
     predictor.reorient = not args.no_reorient
+    predictor.cpu_bf16 = settings["cpu_bf16"]
+    if args.fast:
+        print(f"--fast: no mirroring, {'bfloat16' if settings['cpu_bf16'] else 'float32 (no bf16 in this CPU)'}"
+              f"{' on the CPU' if device.type == 'cpu' else ''}, step size {settings['tile_step_size']}",
+              file=sys.stderr)
     folds = [f if f == "all" else int(f) for f in args.f]
     predictor.initialize_from_trained_model_folder(model_folder, folds, args.chk)
     maybe_mkdir_p(args.o)

@@ -27,6 +27,7 @@ from torch import nn
 from nnunetv2_universal.collection.task_plans import TaskView
 from nnunetv2_universal.conditioning import Condition
 from nnunetv2_universal.inference.merge import GlobalLabels, merge_task_segmentations
+from nnunetv2_universal.inference.progress import CaseProgress, announce, mirror_passes, tile_count
 from nnunetv2_universal.inference.stock_predict import plugin_predictor_builds
 from nnunetv2_universal.orientation import segmentation_in_input_order
 from nnunetv2_universal.registry import TaskRegistry
@@ -133,6 +134,8 @@ class UniversalPredictor(nnUNetPredictor):
 
     configuration_name = "3d_fullres"
     reorient = True  # bring inputs to each task's training orientation (nnunetv2_universal.orientation)
+    cpu_bf16 = False  # bfloat16 autocast on the CPU (nnU-Net autocasts on CUDA only); --cpu_bf16 / --fast
+    _case_progress: Optional[CaseProgress] = None  # the running case's bar (--all-tasks: across task groups)
 
     def _remember_collection(self):
         self.registry = TaskRegistry.from_dataset_json(self.dataset_json)
@@ -210,22 +213,44 @@ class UniversalPredictor(nnUNetPredictor):
     def predict_sliding_window_return_logits(self, input_image: torch.Tensor):
         if not self.active:
             raise RuntimeError(f"no task selected; call select_task(...) first (tasks: {self.registry.names})")
-        network, label_manager = self.network, self.label_manager
+        network, label_manager, allow_tqdm, own_bar = self.network, self.label_manager, self.allow_tqdm, None
+        if self._case_progress is None:  # one call = one case (--task): its own bar
+            tiles = tile_count(self, input_image.shape[1:])
+            own_bar = self._case_progress = CaseProgress("tiles", tiles, mirror_passes(self), allow_tqdm)
         self.network = TaskSlicedLogits(network, [v.condition for v in self.active],
                                         [v.spec.num_classes for v in self.active])
         self.label_manager = _head_count_label_manager(sum(v.spec.num_classes for v in self.active))
+        self.allow_tqdm = False  # nnU-Net's per-call bar; the case's bar counts the tiles
         try:
             return super().predict_sliding_window_return_logits(input_image)
         finally:
-            self.network, self.label_manager = network, label_manager
+            self.network, self.label_manager, self.allow_tqdm = network, label_manager, allow_tqdm
+            if own_bar is not None:
+                own_bar.close()
+                self._case_progress = None
+
+    def _internal_maybe_mirror_and_predict(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cpu_bf16 and self.device.type == "cpu":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                prediction = super()._internal_maybe_mirror_and_predict(x).float()
+        else:
+            prediction = super()._internal_maybe_mirror_and_predict(x)
+        if self._case_progress is not None:
+            self._case_progress.tile_done()
+        return prediction
 
     # ---- all tasks at once
-    def _segment_group(self, image_files: List[str], views: List[TaskView]):
-        """Preprocess once, predict the group's tasks with one encoder pass per tile, export each task."""
+    def _preprocess_group(self, image_files: List[str], views: List[TaskView]):
+        """The case preprocessed for a group of tasks that share preprocessing."""
         self.select_tasks([v.index for v in views])
         preprocessor = self.configuration_manager.preprocessor_class(verbose=self.verbose_preprocessing)
         data, _, properties = preprocessor.run_case(image_files, None, self.plans_manager, self.configuration_manager,
                                                     self.dataset_json)
+        return data, properties
+
+    def _segment_group(self, views: List[TaskView], data: np.ndarray, properties: dict):
+        """Predict the group's tasks with one encoder pass per tile, export each task."""
+        self.select_tasks([v.index for v in views])
         logits = self.predict_logits_from_preprocessed_data(torch.from_numpy(data)).cpu()
         segmentations, start, out_properties = {}, 0, properties
         for v in views:
@@ -236,6 +261,26 @@ class UniversalPredictor(nnUNetPredictor):
             # groups may differ in training orientation: merge in the input's own voxel order
             segmentations[v.index], out_properties = segmentation_in_input_order(seg, properties)
         return segmentations, out_properties
+
+    def _segment_case(self, files: List[str], groups: List[List[TaskView]], name: str):
+        """Every task group of one case under one progress bar: ({task index: segmentation}, properties)."""
+        # every group preprocessed first: the case's tiles are known before the first one runs
+        prepared = [(views, *self._preprocess_group(files, views)) for views in groups]
+        tiles = 0
+        for views, data, _ in prepared:
+            self.select_tasks([v.index for v in views])
+            tiles += tile_count(self, data.shape[1:])
+        announce(name, len(prepared), tiles, mirror_passes(self), sum(len(views) for views in groups))
+        self._case_progress = CaseProgress(name, tiles, mirror_passes(self), self.allow_tqdm)
+        per_task, properties = {}, None
+        try:
+            for views, data, group_properties in prepared:
+                segs, properties = self._segment_group(views, data, group_properties)
+                per_task.update(segs)
+        finally:
+            self._case_progress.close()
+            self._case_progress = None
+        return per_task, properties
 
     def _same_modality_tasks(self, files: Sequence[str], candidates: List[int]) -> List[int]:
         """Of tasks that accept the image's channel count, those of its modality: CT tasks for an image in
@@ -276,10 +321,7 @@ class UniversalPredictor(nnUNetPredictor):
             groups: Dict[tuple, List[TaskView]] = {}
             for t in compatible:
                 groups.setdefault(self.view(t).preprocessing_signature, []).append(self.view(t))
-            per_task, properties = {}, None
-            for views in groups.values():
-                segs, properties = self._segment_group(list(files), views)
-                per_task.update(segs)
+            per_task, properties = self._segment_case(list(files), list(groups.values()), os.path.basename(ofile))
             merged = merge_task_segmentations(per_task, labels, order)
             rw = self.plans_manager.image_reader_writer_class()
             rw.write_seg(merged, ofile + self.dataset_json["file_ending"], properties)

@@ -1,0 +1,236 @@
+"""Prediction a person can wait for: the released UniSeg architecture on a real CT on this machine, default vs
+`--fast`, and how far `--fast` agrees with the default on trained models.
+
+    python benchmarks/prediction_speed.py --ct TotalSegmentator/tests/reference_files/example_ct.nii.gz \
+        --agreement /tmp/ra/results/seed0/Dataset910_RealCT/UniSegTrainerTaskHeads_cpuDemo__UniSegPlansCPUDemo__3d_fullres=/tmp/ra/raw/Dataset511_RealLiverCT/imagesTs \
+        --agreement /tmp/cb/results/seed0/Dataset900_Synth/UniSegTrainerTaskHeads_cpuDemo__UniSegPlansCPUDemo__3d_fullres=/tmp/cb/raw/Dataset501_SynthLiverCT/imagesTs \
+        --out benchmarks/prediction_speed_cpu.json
+
+1. The released architecture (the `paper` template: 32,114,381 parameters, patch 64x192x192, 11 tasks) with random
+   weights, in a model folder written as `nnUNetv2_universal_import_uniseg_v1` writes it, predicts `--task` on the
+   CT through the plugin's predictor: one tile in fp32 and in bfloat16 (median of --repeats), the tiles of the
+   default (step 0.5, 8 mirrorings) and of step 1, and one whole --fast case (no mirroring; bf16 only on CPUs with
+   bf16 in hardware). The
+   default case is extrapolated from the measured tile time (tiles x mirrorings x fp32 tile + the fast case's
+   pre/post-processing): at tens of seconds a tile, it runs for most of an hour.
+2. Agreement: each `MODEL_FOLDER=IMAGES` pair (trained models) predicts every case of IMAGES with the default
+   settings (as trained: mirroring only if the model allows it), with --fast, with --fast plus bf16 forced, and with
+   --fast plus step 1 (fewest tiles); Dice of each against the default per label, and wall times. Random weights say
+   nothing about agreement, trained models do.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from uniseg_iteration import build  # noqa: E402  (the paper network, as the training benchmark builds it)
+
+from nnunetv2_universal.collection.templates import PAPER  # noqa: E402
+from nnunetv2_universal.devices import cpu_has_native_bf16  # noqa: E402
+from nnunetv2_universal.finetuning.uniseg11_tasks import paper_registry  # noqa: E402
+from nnunetv2_universal.finetuning.uniseg_v1_import import write_model_folder  # noqa: E402
+from nnunetv2_universal.inference.predictor import UniversalPredictor  # noqa: E402
+from nnunetv2_universal.inference.progress import mirror_passes, tile_count  # noqa: E402
+
+FAST = {"use_mirroring": False, "cpu_bf16": cpu_has_native_bf16()}  # what --fast sets (predict_cli)
+FEWEST_TILES = {"tile_step_size": 1.0}
+
+
+def predictor_for(model_folder: str, task: str, tile_step_size=0.5, use_mirroring=True, cpu_bf16=False):
+    predictor = UniversalPredictor(tile_step_size=tile_step_size, use_mirroring=use_mirroring,
+                                   device=torch.device("cpu"), allow_tqdm=False, verbose=False)
+    predictor.initialize_from_trained_model_folder(model_folder, (0,), "checkpoint_final.pth")
+    predictor.cpu_bf16 = cpu_bf16
+    predictor.select_task(task)
+    return predictor
+
+
+def preprocess(predictor, files):
+    pre = predictor.configuration_manager.preprocessor_class(verbose=False)
+    data, _, _ = pre.run_case(files, None, predictor.plans_manager, predictor.configuration_manager,
+                              predictor.dataset_json)
+    return data
+
+
+def tile_seconds(predictor, channels: int, repeats: int, bf16: bool, shape=None) -> float:
+    """One tile (or an input of `shape`) through the predictor's sliding window (no mirroring), median of
+    `repeats` after one warm-up."""
+    predictor.cpu_bf16, mirroring = bf16, predictor.use_mirroring
+    predictor.use_mirroring = False
+    x = torch.randn(channels, *(shape or predictor.configuration_manager.patch_size))
+    times = []
+    for i in range(repeats + 1):
+        start = time.perf_counter()
+        predictor.predict_sliding_window_return_logits(x)
+        if i:
+            times.append(time.perf_counter() - start)
+    predictor.use_mirroring = mirroring
+    return statistics.median(times)
+
+
+def released_architecture(ct: str, task: str, repeats: int, root: str) -> dict:
+    torch.manual_seed(0)
+    network = build("uniseg", PAPER["patch_size"])  # 4 classes, stems 1/2/4: what the 11 tasks need
+    if network.num_classes != paper_registry().max_num_classes:
+        raise RuntimeError("the paper network no longer matches the 11-task registry")
+    folder = write_model_folder(network, PAPER, 990, "ReleasedArchitecture", root, True, "random weights")
+    default = predictor_for(folder, task)
+    data = preprocess(default, [ct])
+    tiles = {"default": tile_count(default, data.shape[1:])}
+    fast = predictor_for(folder, task, **FAST)
+    tiles["fast"] = tile_count(fast, data.shape[1:])
+    tiles["fewest (step 1)"] = tile_count(predictor_for(folder, task, **FAST, **FEWEST_TILES), data.shape[1:])
+    per_tile = {"fp32": tile_seconds(default, data.shape[0], repeats, False)}
+    if FAST["cpu_bf16"]:
+        per_tile["bf16"] = tile_seconds(default, data.shape[0], repeats, True)
+    # (without bf16 in hardware torch emulates it, on one thread: timing it at this size ran for over 10 minutes
+    # on the 2-core AVX2 machine without finishing, so it is not timed there; the agreement part times bf16 on the
+    # small models)
+    out = os.path.join(root, "fast_case")
+    os.makedirs(out)
+    start = time.perf_counter()
+    fast.predict_from_files_sequential([[ct]], out, False, True, None)
+    fast_case = time.perf_counter() - start
+    overhead = max(0.0, fast_case - tiles["fast"] * per_tile["bf16" if FAST["cpu_bf16"] else "fp32"])
+    per_tile = {k: round(v, 2) for k, v in per_tile.items()}
+    passes = mirror_passes(default)
+    return {"parameters": sum(p.numel() for p in network.parameters()), "task": task,
+            "image_voxels_xyz": list(sitk.ReadImage(ct).GetSize()),
+            "preprocessed_shape_zyx": list(data.shape[1:]), "patch": list(default.configuration_manager.patch_size),
+            "tiles": tiles, "mirror_passes_default": passes, "seconds_per_tile": per_tile,
+            "seconds_per_case": {"fast_measured": round(fast_case, 1),
+                                 "default_extrapolated": round(tiles["default"] * passes * per_tile["fp32"] + overhead,
+                                                               1),
+                                 "pre_and_post_processing": round(overhead, 1)}}
+
+
+def dice(a: np.ndarray, b: np.ndarray, label: int) -> float:
+    x, y = a == label, b == label
+    total = int(x.sum() + y.sum())
+    return 1.0 if total == 0 else float(2 * (x & y).sum() / total)
+
+
+VARIANTS = {"fast": FAST, "fast_bf16": {**FAST, "cpu_bf16": True}, "fast_fewest_tiles": {**FAST, **FEWEST_TILES}}
+# (bf16 forced: its agreement, whatever it costs on this CPU)
+
+
+def agreement(model_folder: str, images: str, root: str) -> dict:
+    """Every case of `images` with the default settings and each variant; Dice of a variant against the default."""
+    dataset_json = json.load(open(os.path.join(model_folder, "dataset.json")))
+    ending = dataset_json["file_ending"]
+    cases = sorted(f[:-len(ending) - 5] for f in os.listdir(images) if f.endswith("_0000" + ending))
+    task, runs = _task_of(images, dataset_json), {}
+    for name, settings in {"default": {}, **VARIANTS}.items():
+        predictor = predictor_for(model_folder, task, **settings)
+        out = os.path.join(root, f"{len(os.listdir(root))}_{name}")
+        os.makedirs(out)
+        start = time.perf_counter()
+        predictor.predict_from_files_sequential(images, out, False, True, None)
+        runs[name] = {"seconds": round(time.perf_counter() - start, 1), "folder": out,
+                      "mirror_passes": mirror_passes(predictor), "step": predictor.tile_step_size,
+                      "bf16": predictor.cpu_bf16}
+
+    def read(name, case):
+        return sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(runs[name]["folder"], case + ending)))
+
+    result = {"model": model_folder, "task": task, "default": runs["default"]}
+    for name in VARIANTS:
+        per_case = {}
+        for case in cases:
+            a, b = read("default", case), read(name, case)
+            labels = sorted((set(np.unique(a).tolist()) | set(np.unique(b).tolist())) - {0})
+            per_case[case] = {str(k): round(dice(b, a, k), 4) for k in labels}
+        result[name] = {**runs[name], "dice_vs_default": per_case,
+                        "min_dice_vs_default": min((v for r in per_case.values() for v in r.values()), default=1.0)}
+    for run in [result["default"]] + [result[n] for n in VARIANTS]:
+        run.pop("folder")
+    return result
+
+
+def _task_of(images: str, dataset_json: dict) -> str:
+    """The task whose member's cases are in `images` (nnUNet_raw/DatasetXXX_Name/imagesTs)."""
+    member = os.path.basename(os.path.dirname(os.path.abspath(images)))
+    for task in dataset_json["universal"]["tasks"]:
+        if task.get("dataset") == member:
+            return task["name"]
+    raise ValueError(f"no task of the model comes from {member}")
+
+
+def train_mirrored(workdir: str, results: str, dataset: str = "Dataset910_RealCT", seed: int = 0) -> str:
+    """The task-head trainer on the demo's schedule, but with nnU-Net's mirroring (augmentation and test-time), on
+    a real_anatomy.py workdir's collection; a trained model whose default prediction mirrors 8 times. Returns the
+    model folder. Runs in a child process: nnU-Net reads its paths from the environment at import."""
+    env = dict(os.environ, nnUNet_raw=os.path.join(workdir, "raw"), nnUNet_preprocessed=os.path.join(workdir, "pre"),
+               nnUNet_results=results, nnUNet_n_proc_DA="0", nnUNet_def_n_proc="1")
+    subprocess.run([sys.executable, os.path.abspath(__file__), "--_child_train", dataset, str(seed)], env=env,
+                   check=True, stdout=subprocess.DEVNULL)
+    return os.path.join(results, dataset, "UniSegTrainerTaskHeads__UniSegPlansCPUDemo__3d_fullres")
+
+
+def _child_train(dataset: str, seed: int) -> None:
+    import random
+    from batchgenerators.utilities.file_and_folder_operations import join, load_json
+    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2_universal.training.task_heads_trainer import UniSegTrainerTaskHeads
+    from nnunetv2_universal.training.variants.short_schedules import _DemoSchedule
+    torch.set_num_threads(os.cpu_count())
+    random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
+
+    class Mirrored(_DemoSchedule, UniSegTrainerTaskHeads):  # saved under the name nnU-Net's lookup finds
+        pass
+    Mirrored.__name__ = "UniSegTrainerTaskHeads"
+    pre = join(nnUNet_preprocessed, dataset)
+    trainer = Mirrored(dict(load_json(join(pre, "UniSegPlansCPUDemo.json")), continue_training=False), "3d_fullres", 0,
+                       load_json(join(pre, "dataset.json")), torch.device("cpu"))
+    trainer.run_training()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--ct", default=None, help="a real CT (NIfTI), e.g. TotalSegmentator's example_ct.nii.gz")
+    p.add_argument("--task", default="Liver", help="task of the released model (default Liver)")
+    p.add_argument("--repeats", type=int, default=2, help="timed tiles per precision (default 2)")
+    p.add_argument("--agreement", action="append", default=[], metavar="MODEL_FOLDER=IMAGES",
+                   help="a trained model folder and a folder of its test images (repeatable)")
+    p.add_argument("--mirrored_from", default=None, metavar="WORKDIR",
+                   help="a real_anatomy.py --workdir: train the task-head trainer there with mirroring (demo "
+                        "schedule, about 6 min on 2 cores) and add its agreement on the held-out real CT")
+    p.add_argument("--skip_released", action="store_true", help="only the agreement part (no --ct needed)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
+    p.add_argument("--out", default=None)
+    p.add_argument("--_child_train", nargs=2, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args._child_train:
+        return _child_train(args._child_train[0], int(args._child_train[1]))
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as root:
+        result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                             f"torch {torch.__version__}, {args.threads} threads",
+                  "released_architecture": None if args.skip_released else
+                  released_architecture(args.ct, args.task, args.repeats, root),
+                  "agreement": [agreement(*pair.split("=", 1), root) for pair in args.agreement]}
+        if args.mirrored_from:
+            model = train_mirrored(args.mirrored_from, os.path.join(root, "mirrored_results"))
+            for member in ("Dataset511_RealLiverCT", "Dataset512_RealSpleenCT"):
+                result["agreement"].append(agreement(model, os.path.join(args.mirrored_from, "raw", member,
+                                                                         "imagesTs"), root))
+    print(json.dumps(result, indent=1))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
