@@ -2,9 +2,11 @@
 `--fast`, and how far `--fast` agrees with the default on trained models.
 
     python benchmarks/prediction_speed.py --ct TotalSegmentator/tests/reference_files/example_ct.nii.gz \
-        --agreement /tmp/ra/results/seed0/Dataset910_RealCT/UniSegTrainerTaskHeads_cpuDemo__UniSegPlansCPUDemo__3d_fullres=/tmp/ra/raw/Dataset511_RealLiverCT/imagesTs \
-        --agreement /tmp/cb/results/seed0/Dataset900_Synth/UniSegTrainerTaskHeads_cpuDemo__UniSegPlansCPUDemo__3d_fullres=/tmp/cb/raw/Dataset501_SynthLiverCT/imagesTs \
-        --out benchmarks/prediction_speed_cpu.json
+        --agreement $RA/results/seed0/Dataset910_RealCT/UniSegTrainerTaskHeads_cpuDemo__UniSegPlansCPUDemo__3d_fullres=$RA/raw/Dataset511_RealLiverCT/imagesTs \
+        --agreement $CB/results/seed0/Dataset900_Synth/UniSegTrainerTaskHeads_cpuDemo__UniSegPlansCPUDemo__3d_fullres=$CB/raw/Dataset501_SynthLiverCT/imagesTs \
+        --mirrored_from $RA --out benchmarks/prediction_speed_cpu.json
+
+($RA: a benchmarks/real_anatomy.py --workdir, $CB: a benchmarks/conditioning.py --workdir.)
 
 1. The released architecture (the `paper` template: 32,114,381 parameters, patch 64x192x192, 11 tasks) with random
    weights, in a model folder written as `nnUNetv2_universal_import_uniseg_v1` writes it, predicts `--task` on the
@@ -145,7 +147,9 @@ def agreement(model_folder: str, images: str, root: str) -> dict:
     def read(name, case):
         return sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(runs[name]["folder"], case + ending)))
 
-    result = {"model": model_folder, "task": task, "default": runs["default"]}
+    # the model folder as DatasetXXX/Trainer__Plans__Configuration: no machine path in the results
+    result = {"model": os.path.join(*model_folder.rstrip(os.sep).split(os.sep)[-2:]), "task": task,
+              "default": runs["default"]}
     for name in VARIANTS:
         per_case = {}
         for case in cases:
