@@ -116,6 +116,24 @@ def collection_workspace(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def swin_workspace(collection_workspace, tmp_path_factory):
+    """The collection also planned and preprocessed for `-c 2d` with a shrunken m4oe_swin template (plans
+    M4oESwinTest)."""
+    import json
+
+    from nnunetv2_universal.collection.templates import M4OE_SWIN
+    env = collection_workspace["env"]
+    template = json.loads(json.dumps(M4OE_SWIN))
+    template.update(plans_name="M4oESwinTest", batch_size=2, patch_size=[32, 32])
+    template["arch_kwargs"].update(embed_dim=12, num_heads=[1, 2, 3, 4], window_size=2)
+    path = tmp_path_factory.mktemp("swin") / "swin.json"
+    path.write_text(json.dumps(template))
+    run(["nnUNetv2_universal_plan_and_preprocess", "-d", COLLECTION_ID, "-pl", str(path), "-c", "2d", "-np", "1",
+         "--no_pbar"], env)
+    return {"env": env, "dataset": f"Dataset{COLLECTION_ID}_Synth", "plans": "M4oESwinTest"}
+
+
+@pytest.fixture(scope="session")
 def echo_workspace(tmp_path_factory):
     """Synthetic two-view echo collection, planned, trained (EchoPromptTrainer_test, killed and resumed)."""
     from echo_synthetic import echo_test_template, tiny_bert_folder, tiny_sam_checkpoint, write_synthetic_echo_dataset

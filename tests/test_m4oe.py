@@ -187,7 +187,7 @@ def test_three_experts_from_the_registry_channel_names():
     from nnunetv2_universal.training.m4oe_trainer import M4oETrainer
     from nnunetv2_universal.training.variants.m4oe_variants import M4oETrainerTwoExperts
     assert M4oETrainer.expert_modalities == ("CT", "CE-MRI", "MRI")
-    assert M4oETrainer.network_overrides["num_experts"] == 3
+    assert M4oETrainer.all_network_overrides()["num_experts"] == 3
     names = {"FLARE22": flare22.CHANNELS["0"], "AMOS-CT": amos22.CHANNELS["ct"]["0"],
              "AMOS-MR": amos22.CHANNELS["mr"]["0"], "ATLAS23": atlas23.CHANNELS["0"]}
     assert {k: modality_family(v) for k, v in names.items()} == {"FLARE22": "CT", "AMOS-CT": "CT", "AMOS-MR": "MRI",
@@ -207,9 +207,9 @@ def test_phase_one_weights_load_into_every_gate_variant(tmp_path, variant):
     from nnunetv2_universal.training.variants import m4oe_variants
     trainer = getattr(m4oe_variants, variant, None) or __import__(
         "nnunetv2_universal.training.m4oe_trainer", fromlist=[variant]).__dict__[variant]
-    phase1 = small_unet(deep_supervision=False, **M4oEPretrainTrainer.network_overrides)
+    phase1 = small_unet(deep_supervision=False, **M4oEPretrainTrainer.all_network_overrides())
     torch.save({"network_weights": phase1.state_dict()}, tmp_path / "phase1.pth")
-    phase2 = small_unet(**trainer.network_overrides)
+    phase2 = small_unet(**trainer.all_network_overrides())
     load_pretrained_weights(phase2, str(tmp_path / "phase1.pth"))
     loaded = phase2.state_dict()
     for key, value in phase1.state_dict().items():
@@ -235,3 +235,49 @@ def test_masked_pixels_are_replaced_by_a_learned_token():
         torch.testing.assert_close(net.reconstruct(x, mask), net.reconstruct(changed, mask))
         net.reconstruct(x, mask).square().mean().backward()
         assert net.mask_token.grad.abs().sum() > 0
+
+
+def _small_swin(**overrides):
+    from nnunetv2_universal.networks.swin_unet_moe import SwinUNetMoE
+    kwargs = dict(embed_dim=12, num_heads=(1, 2, 3, 4), window_size=2, **overrides)
+    return SwinUNetMoE(1, 4, 2, (64, 64), **kwargs)
+
+
+@pytest.mark.parametrize("variant, encoder_moe, decoder_moe, experts, gate", [
+    ("M4oESwinTrainer", True, True, 3, "paper"),
+    ("M4oESwinTrainerEncoderOnly", True, False, 3, "paper"),
+    ("M4oESwinTrainerDecoderOnly", False, True, 3, "paper"),
+    ("M4oESwinTrainerNoMoE", False, False, None, None),
+    ("M4oESwinTrainerNoGate", True, True, 3, "none"),
+    ("M4oESwinTrainerCodeGate", True, True, 3, "code_compat"),
+    ("M4oESwinTrainerTwoExperts", True, True, 2, "paper"),
+])
+def test_the_released_ablations_switch_the_swin_unet(variant, encoder_moe, decoder_moe, experts, gate):
+    """The ablations are on the paper's network (the released `_encoder_only`, `_decoder_only`, `_wo_MoE` and the
+    gate switches), not only on the 3D extension."""
+    from nnunetv2_universal.networks.moe import MoEMLP
+    from nnunetv2_universal.nnunet_trainers import nnunetv2_universal_uniseg as trainers
+    net = _small_swin(**getattr(trainers, variant).all_network_overrides())
+    has_moe = [[isinstance(block.mlp, MoEMLP) for stage in stages for block in stage]
+               for stages in (net.encoder_stages, net.decoder_stages)]
+    assert (all(has_moe[0]), any(has_moe[0]), all(has_moe[1]), any(has_moe[1])) == \
+        (encoder_moe, encoder_moe, decoder_moe, decoder_moe)
+    layers = net.moe_layers
+    assert {(m.num_experts, m.gate_mode) for m in layers} == ({(experts, gate)} if layers else set())
+
+
+@pytest.mark.parametrize("variant", ["M4oESwinTrainer", "M4oESwinTrainerNoGate", "M4oESwinTrainerCodeGate"])
+def test_swin_phase_one_weights_load_into_the_gate_variants(tmp_path, variant):
+    """Swin phase 1 -> phase 2 with nnU-Net's `-pretrained_weights` loader. (EncoderOnly, DecoderOnly and NoMoE have
+    plain MLPs where phase 1 trains experts: they train from scratch, as the how-to says.)"""
+    from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+    from nnunetv2_universal.nnunet_trainers import nnunetv2_universal_uniseg as trainers
+    phase1 = _small_swin(**trainers.M4oESwinPretrainTrainer.all_network_overrides())
+    torch.save({"network_weights": phase1.state_dict()}, tmp_path / "phase1.pth")
+    phase2 = _small_swin(**getattr(trainers, variant).all_network_overrides())
+    load_pretrained_weights(phase2, str(tmp_path / "phase1.pth"))
+    loaded = phase2.state_dict()
+    assert any("experts" in k for k in loaded)
+    for key, value in phase1.state_dict().items():
+        if key in loaded and "gate" not in key:
+            assert torch.equal(loaded[key], value), key

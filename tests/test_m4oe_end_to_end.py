@@ -44,20 +44,10 @@ def test_two_phases_predict_and_evaluate(collection_workspace):
     assert os.path.isfile(join(out, "summary.json")), proc.stdout
 
 
-def test_swin_unet_as_nnunet_2d_configuration(collection_workspace, tmp_path):
+def test_swin_unet_as_nnunet_2d_configuration(collection_workspace, swin_workspace):
     """M4oE's own network: the collection planned for `-c 2d` with a shrunken m4oe_swin template, trained with
     stock nnUNetv2_train and predicted per task."""
-    import json
-
-    from nnunetv2_universal.collection.templates import M4OE_SWIN
     env = collection_workspace["env"]
-    template = json.loads(json.dumps(M4OE_SWIN))
-    template.update(plans_name="M4oESwinTest", batch_size=2, patch_size=[32, 32])
-    template["arch_kwargs"].update(embed_dim=12, num_heads=[1, 2, 3, 4], window_size=2)
-    path = tmp_path / "swin.json"
-    path.write_text(json.dumps(template))
-    run(["nnUNetv2_universal_plan_and_preprocess", "-d", COLLECTION_ID, "-pl", str(path), "-c", "2d", "-np", "1",
-         "--no_pbar"], env)
     # whole slices, as the paper: every preprocessed slice fits the 32 x 32 patch (spacing coarsened per task)
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
     data = join(env["nnUNet_preprocessed"], RESULTS, "M4oESwinTest_2d")

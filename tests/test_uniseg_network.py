@@ -383,11 +383,11 @@ def test_dodnet_every_deep_supervision_head_is_task_conditioned():
 
 def test_a_step_on_one_channel_batches_leaves_the_other_stems_bit_identical():
     """Stems of channel counts absent from a step get zero gradients (DDP needs every parameter used); with
-    momentum and weight decay they would still move. The trainer's optimiser hook keeps them exactly still."""
-    from nnunetv2_universal.networks.blocks import keep_unused_stems_still
+    momentum and weight decay they would still move. The trainers' optimiser hooks keep them exactly still."""
+    from nnunetv2_universal.training.idle_parameters import IdleParametersStayStill
     net = _tiny().train()
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.99, nesterov=True, weight_decay=3e-5)
-    keep_unused_stems_still(optimizer, net)
+    IdleParametersStayStill(optimizer)
     stem = next(m for m in net.modules() if type(m).__name__ == "MultiChannelStem")
 
     def step(channels):

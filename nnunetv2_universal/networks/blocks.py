@@ -43,7 +43,6 @@ class MultiChannelStem(nn.Module):
                                                padding=[(k - 1) // 2 for k in kernel_size] if padding is None
                                                else padding))
         self.out_channels = output_channels
-        self.used_since_step = set()  # channel counts seen in training forwards since the last optimiser step
 
     def conv_for(self, num_channels: int) -> _ConvNd:
         if num_channels not in self.channel_counts:
@@ -56,32 +55,10 @@ class MultiChannelStem(nn.Module):
         conv = self.conv_for(x.shape[1])
         out = conv(x)
         if self.training and torch.is_grad_enabled():
-            self.used_since_step.add(x.shape[1])
             # Touch the unused stems with weight 0 so DDP sees every parameter take part in each step.
             out = out + sum(p.sum() for c in self.channel_counts if c != x.shape[1]
                             for p in getattr(self, f"conv_{c}").parameters()) * 0.0
         return out
-
-
-def keep_unused_stems_still(optimizer: torch.optim.Optimizer, network: nn.Module):
-    """Before every optimiser step, drop the (zero) gradients of stems no rank used since the last step: optimisers
-    skip parameters without a gradient, so momentum and weight decay leave those stems exactly as they are. Returns
-    the hook handle."""
-    stems = [m for m in network.modules() if isinstance(m, MultiChannelStem)]
-
-    def hook(_optimizer, _args, _kwargs):
-        for stem in stems:
-            device = next(stem.parameters()).device
-            used = torch.tensor([int(c in stem.used_since_step) for c in stem.channel_counts], device=device)
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
-                torch.distributed.all_reduce(used, op=torch.distributed.ReduceOp.MAX)
-            for c, u in zip(stem.channel_counts, used.tolist()):
-                if not u:
-                    for p in stem.conv_for(c).parameters():
-                        p.grad = None
-            stem.used_since_step.clear()
-
-    return optimizer.register_step_pre_hook(hook)
 
 
 def install_stem(encoder: PlainConvEncoder, channel_counts: Sequence[int], bias: bool) -> MultiChannelStem:

@@ -18,9 +18,10 @@ from nnunetv2_universal.training.variants.echo_variants import (  # noqa: F401
 from nnunetv2_universal.training.m4oe_trainer import (  # noqa: F401
     M4oEPretrainTrainer, M4oESwinPretrainTrainer, M4oESwinTrainer, M4oESwinTrainerReleasedCode, M4oETrainer)
 from nnunetv2_universal.training.variants.m4oe_variants import (  # noqa: F401
-    M4oEPretrainTrainer_test, M4oEPretrainTrainerTwoExperts, M4oESwinTrainer_test, M4oETrainer_test,
-    M4oETrainerCodeGate, M4oETrainerDecoderOnly, M4oETrainerEncoderOnly, M4oETrainerNoGate, M4oETrainerNoMoE,
-    M4oETrainerTwoExperts)
+    M4oEPretrainTrainer_test, M4oEPretrainTrainerTwoExperts, M4oESwinPretrainTrainerTwoExperts,
+    M4oESwinTrainer_test, M4oESwinTrainerCodeGate, M4oESwinTrainerDecoderOnly, M4oESwinTrainerEncoderOnly,
+    M4oESwinTrainerNoGate, M4oESwinTrainerNoMoE, M4oESwinTrainerTwoExperts, M4oETrainer_test, M4oETrainerCodeGate,
+    M4oETrainerDecoderOnly, M4oETrainerEncoderOnly, M4oETrainerNoGate, M4oETrainerNoMoE, M4oETrainerTwoExperts)
 from nnunetv2_universal.training.hermes_trainer import HermesTrainer  # noqa: F401
 from nnunetv2_universal.training.variants.hermes_variants import (  # noqa: F401
     HermesTrainer_test, HermesTrainerAdamW, HermesTrainerNewTasksOnly, HermesTrainerNoDeepSupervision,

@@ -7,6 +7,8 @@
 - Final validation's export and metric workers: nnU-Net starts 8 (its default without nnUNet_def_n_proc) even on
   two cores, which spends most of a small run's validation starting processes; here the machine's cores, or
   nnUNet_def_n_proc when set. What runs is announced.
+- Parameters a step did not use (other tasks' heads and rows, unrouted experts, absent stems) stay exactly still
+  (`training/idle_parameters.py`).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import torch
 
 from nnunetv2_universal.cli import stock_command_errors
 from nnunetv2_universal.devices import usable_device
+from nnunetv2_universal.training.idle_parameters import IdleParametersStayStill
 
 
 def worker_processes() -> int:
@@ -49,12 +52,18 @@ class PluginTrainerDefaults:
     """Mixin placed before nnUNetTrainer (see the module docstring)."""
 
     final_validation_runs = True  # False where a trainer has nothing to validate (M4oE's masked pre-training)
+    idle_parameters_stay_still = True  # False: nnU-Net's behaviour (zero-gradient parameters drift)
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         with stock_command_errors():
             self.check_before_start(plans, configuration, dataset_json)
         super().__init__(plans, configuration, fold, dataset_json, training_device(device))
+
+    def initialize(self):
+        super().initialize()
+        if self.idle_parameters_stay_still:
+            IdleParametersStayStill(self.optimizer)
 
     @classmethod
     def check_before_start(cls, plans: dict, configuration: str, dataset_json: dict) -> None:

@@ -24,7 +24,6 @@ from torch import distributed as dist
 from nnunetv2_universal.collection.sampling import TaskBalancedDataLoader
 from nnunetv2_universal.collection.task_plans import TASKS_KEY
 from nnunetv2_universal.inference.predictor import UniversalPredictor
-from nnunetv2_universal.networks.blocks import keep_unused_stems_still
 from nnunetv2_universal.inference.stock_predict import apply_task_from_environment, plugin_predictor_builds
 from nnunetv2_universal.registry import TaskRegistry
 from nnunetv2_universal.training.augmenters import wrap_in_augmenters
@@ -108,7 +107,16 @@ class UniSegTrainer(PluginTrainerDefaults, ConditionSensitivityLogging, SafeChec
     @classmethod
     def network_kwargs(cls, configuration_manager) -> dict:
         """The network's keyword arguments: the plans' architecture, then the variant's overrides."""
-        return {**configuration_manager.network_arch_init_kwargs, **cls.network_overrides}
+        return {**configuration_manager.network_arch_init_kwargs, **cls.all_network_overrides()}
+
+    @classmethod
+    def all_network_overrides(cls) -> dict:
+        """The `network_overrides` of every class from the base up: a mixin's overrides combine with those of the
+        trainer it is mixed into (training/variants/m4oe_variants.py)."""
+        overrides = {}
+        for klass in reversed(cls.__mro__):
+            overrides.update(vars(klass).get("network_overrides", {}))
+        return overrides
 
     @staticmethod
     def network_for_plans(class_name: str, kwargs: dict, plans_manager, configuration_manager, num_input_channels,
@@ -125,8 +133,6 @@ class UniSegTrainer(PluginTrainerDefaults, ConditionSensitivityLogging, SafeChec
     def initialize(self):
         with plugin_predictor_builds():  # the trainer sets each batch's task; $nnUNet_universal_task plays no part
             super().initialize()
-        # stems of channel counts absent from a step stay bit-identical (no momentum / weight-decay drift)
-        keep_unused_stems_still(self.optimizer, self._plain_network())
 
     def _do_i_compile(self):
         # Task and stem dispatch re-specialise compiled graphs; compile only when explicitly asked for.

@@ -1,45 +1,102 @@
-"""M4oE variants: the paper's Table 4 ablations (MoE in encoder only / decoder only / both, with and without the
-gate), the released code's gate, and short schedules for tests. Same collection and plans as UniSegTrainer."""
+"""M4oE variants: the released ablations (MoE in encoder only / decoder only / neither, gate switches, two experts)
+on the paper's Swin-UNet (`M4oESwinTrainer...`, `-c 2d -p M4oESwinPlans`) and on the 3D U-Net extension
+(`M4oETrainer...`), and short schedules for tests. Each switch is one mixin; `network_overrides` of a mixin combine
+with the trainer's (UniSegTrainer.network_kwargs)."""
 from __future__ import annotations
 
 
-from nnunetv2_universal.training.m4oe_trainer import M4oEPretrainTrainer, M4oESwinTrainer, M4oETrainer
+from nnunetv2_universal.training.m4oe_trainer import (M4oEPretrainTrainer, M4oESwinPretrainTrainer, M4oESwinTrainer,
+                                                      M4oETrainer)
 from nnunetv2_universal.training.variants.short_schedules import _NoMirroring, _ShortSchedule
 
 
-class M4oETrainerEncoderOnly(M4oETrainer):
-    network_overrides = {**M4oETrainer.network_overrides, "moe_in": "encoder"}
+class EncoderOnly:
+    """M4oE MLPs in the encoder only (the released `_encoder_only`)."""
+    network_overrides = {"moe_in": "encoder"}
 
 
-class M4oETrainerDecoderOnly(M4oETrainer):
-    network_overrides = {**M4oETrainer.network_overrides, "moe_in": "decoder"}
+class DecoderOnly:
+    """M4oE MLPs in the decoder only (the released `_decoder_only`)."""
+    network_overrides = {"moe_in": "decoder"}
 
 
-class M4oETrainerNoGate(M4oETrainer):
+class NoMoE:
+    """Plain MLPs everywhere, per-dataset heads kept (the released `_wo_MoE`)."""
+    network_overrides = {"moe_in": "none"}
+
+
+class NoGate:
     """Experts averaged with equal weights (no gating network)."""
-    network_overrides = {**M4oETrainer.network_overrides, "gate_mode": "none"}
+    network_overrides = {"gate_mode": "none"}
 
 
-class M4oETrainerNoMoE(M4oETrainer):
-    """Plain U-Net with per-dataset heads (no experts)."""
-    network_overrides = {**M4oETrainer.network_overrides, "moe_in": "none"}
-
-
-class M4oETrainerCodeGate(M4oETrainer):
+class CodeGate:
     """The released code's gate: channel softmax shared by all experts."""
-    network_overrides = {**M4oETrainer.network_overrides, "gate_mode": "code_compat"}
+    network_overrides = {"gate_mode": "code_compat"}
 
 
-class M4oETrainerTwoExperts(M4oETrainer):
+class TwoExperts:
     """Two experts, CT and MR (contrast-enhanced and plain MRI share one), instead of the paper's three."""
     expert_modalities = ("CT", "MR")
-    network_overrides = {**M4oETrainer.network_overrides, "num_experts": 2}
+    network_overrides = {"num_experts": 2}
 
 
-class M4oEPretrainTrainerTwoExperts(M4oEPretrainTrainer):
+# the paper's network (2D Swin-UNet)
+class M4oESwinTrainerEncoderOnly(EncoderOnly, M4oESwinTrainer):
+    pass
+
+
+class M4oESwinTrainerDecoderOnly(DecoderOnly, M4oESwinTrainer):
+    pass
+
+
+class M4oESwinTrainerNoMoE(NoMoE, M4oESwinTrainer):
+    pass
+
+
+class M4oESwinTrainerNoGate(NoGate, M4oESwinTrainer):
+    pass
+
+
+class M4oESwinTrainerCodeGate(CodeGate, M4oESwinTrainer):
+    pass
+
+
+class M4oESwinTrainerTwoExperts(TwoExperts, M4oESwinTrainer):
+    pass
+
+
+class M4oESwinPretrainTrainerTwoExperts(TwoExperts, M4oESwinPretrainTrainer):
+    """Phase 1 for M4oESwinTrainerTwoExperts."""
+
+
+# the extension: the same layers in nnU-Net's 3D U-Net
+class M4oETrainerEncoderOnly(EncoderOnly, M4oETrainer):
+    pass
+
+
+class M4oETrainerDecoderOnly(DecoderOnly, M4oETrainer):
+    pass
+
+
+class M4oETrainerNoMoE(NoMoE, M4oETrainer):
+    pass
+
+
+class M4oETrainerNoGate(NoGate, M4oETrainer):
+    pass
+
+
+class M4oETrainerCodeGate(CodeGate, M4oETrainer):
+    pass
+
+
+class M4oETrainerTwoExperts(TwoExperts, M4oETrainer):
+    pass
+
+
+class M4oEPretrainTrainerTwoExperts(TwoExperts, M4oEPretrainTrainer):
     """Phase 1 for M4oETrainerTwoExperts."""
-    expert_modalities = ("CT", "MR")
-    network_overrides = {**M4oEPretrainTrainer.network_overrides, "num_experts": 2}
 
 
 class M4oETrainer_test(_NoMirroring, _ShortSchedule, M4oETrainer):
