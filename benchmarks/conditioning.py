@@ -335,7 +335,7 @@ def main(argv=None):
             runs.sort(key=lambda r: (order.get(r["trainer"], len(order)), r["seed"]))
             summary = summarise(runs, data)
             if args.out:
-                _write(args.out, root=args.report, summary=summary, runs=runs)
+                _write(args.out, summary=summary, runs=runs)
             if args.demo_reference:
                 write_demo_reference(summary)
         else:
@@ -373,7 +373,7 @@ def main(argv=None):
     summary = summarise(runs, data)
     print_table(summary)
     if args.out:
-        _write(args.out, root, summary, runs)
+        _write(args.out, summary, runs)
 
 
 def write_demo_reference(summary: dict) -> None:
@@ -391,9 +391,9 @@ def write_demo_reference(summary: dict) -> None:
     print(f"wrote {path}")
 
 
-def _write(path: str, root: str, summary: dict, runs) -> None:
+def _write(path: str, summary: dict, runs) -> None:
     with open(path, "w") as f:
-        json.dump({"workdir": root, "summary": summary,
+        json.dump({"summary": summary,
                    "runs": [{k: v for k, v in r.items() if k != "history"} | {"cross_per_epoch": [
                        max([t["cross_activation"] for t in e["tasks"].values()] or [0.0]) for e in r["history"]]}
                             for r in runs]}, f, indent=1)

@@ -35,7 +35,9 @@ MEMBERS = [  # id, name, case prefix, dataset, view, LV_endo only
 ]
 
 
-def prepare(root: str) -> dict:
+def prepare(root: str, collection: str = COLLECTION, name: str = "SynthEchoBench", members=MEMBERS,
+            clips_per_member: int = 8) -> dict:
+    """Write, build, plan and preprocess the synthetic members (once per workdir); returns the environment."""
     env = dict(os.environ, nnUNet_raw=os.path.join(root, "raw"), nnUNet_preprocessed=os.path.join(root, "pre"),
                nnUNet_results=os.path.join(root, "results"), nnUNet_def_n_proc="1",
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
@@ -48,17 +50,17 @@ def prepare(root: str) -> dict:
     folder = subprocess.run([os.path.join(BIN, "nnUNetv2_universal_trainer_folder")], env=env, check=True,
                             capture_output=True, text=True, encoding="utf-8").stdout.strip()
     env["nnUNet_extTrainer"] = os.pathsep.join(p for p in (os.environ.get("nnUNet_extTrainer"), folder) if p)
-    if os.path.isdir(os.path.join(env["nnUNet_preprocessed"], f"Dataset{COLLECTION}_SynthEchoBench")):
+    if os.path.isdir(os.path.join(env["nnUNet_preprocessed"], f"Dataset{collection}_{name}")):
         return env
     tiny_sam_checkpoint(root)
     tiny_bert_folder(root)
-    for i, (dataset_id, name, prefix, dataset, view, endo_only) in enumerate(MEMBERS):
-        write_synthetic_echo_dataset(env["nnUNet_raw"], dataset_id, name, prefix, dataset, view, 8, 3, 4, endo_only,
-                                     seed=10 + i)
+    for i, (dataset_id, member, prefix, dataset, view, endo_only) in enumerate(members):
+        write_synthetic_echo_dataset(env["nnUNet_raw"], dataset_id, member, prefix, dataset, view, clips_per_member, 3,
+                                     4, endo_only, seed=10 + i)
     template = echo_test_template(root)
-    for cmd in (["nnUNetv2_universal_build_echo_collection", "-d", *[str(m[0]) for m in MEMBERS], "-o", COLLECTION,
-                 "-n", "SynthEchoBench"],
-                ["nnUNetv2_universal_plan_echo", "-d", COLLECTION, "-pl", template, "-np", "1"]):
+    for cmd in (["nnUNetv2_universal_build_echo_collection", "-d", *[str(m[0]) for m in members], "-o", collection,
+                 "-n", name],
+                ["nnUNetv2_universal_plan_echo", "-d", collection, "-pl", template, "-np", "1"]):
         subprocess.run([os.path.join(BIN, cmd[0])] + cmd[1:], env=env, check=True, stdout=subprocess.DEVNULL)
     return env
 

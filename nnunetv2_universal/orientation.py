@@ -26,6 +26,8 @@ from nnunetv2.imageio.reader_writer_registry import recursive_find_reader_writer
 from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+from nnunetv2_universal.collection.normalization import use_plugin_preprocessing
+
 REORIENT_ENV = "nnUNet_universal_reorient"
 ORIENTATION_KEY = "universal_orientation"  # a task view's plans: the orientation its network was trained in
 ORIGINAL_ORIENTATION = "universal_original_orientation"  # in properties["sitk_stuff"]: the input's own orientation
@@ -154,11 +156,16 @@ def __getattr__(name: str):
 
 class OrientedPlansManager(PlansManager):
     """A task view's PlansManager: its reader brings images to the task's training orientation (plans key
-    ORIENTATION_KEY) when the task reads with SimpleITKIO and reorientation is on."""
+    ORIENTATION_KEY) when the task reads with SimpleITKIO and reorientation is on; its configurations preprocess
+    with the plugin's preprocessor."""
 
     def __init__(self, plans_file_or_dict, reorient: bool = True):
         super().__init__(plans_file_or_dict)
         self.reorient = reorient
+
+    def get_configuration(self, configuration_name: str):
+        # the plugin's preprocessor (it knows the plugin's normalisation schemes)
+        return use_plugin_preprocessing(super().get_configuration(configuration_name))
 
     @property
     def image_reader_writer_class(self):

@@ -20,15 +20,18 @@ MEMBER_KEY = "universal_task"
 COLLECTION_KEY = "universal"
 
 CT_WINDOW_DEFAULT = (-325.0, 325.0)
-# Our scheme names -> nnU-Net normalisation class names. "ct_window" is the fixed HU window of UniSeg/DoDNet,
-# realised with nnU-Net's CTNormalization and fixed intensity properties (see collection.task_plans).
+# Our scheme names -> normalisation class names (nnU-Net's, or the plugin's: collection/normalization.py).
+# "ct_window" is the fixed HU window of UniSeg/DoDNet, realised with nnU-Net's CTNormalization and fixed intensity
+# properties (see collection.task_plans).
 NORMALIZATION_SCHEMES = {
     "ct_window": "CTNormalization",
+    "ct_clip_zscore": "ClippedZScoreNormalization",  # clip to ct_window, then per-image z-score (Hermes' reference)
     "ct": "CTNormalization",
     "zscore": "ZScoreNormalization",
     "nonorm": "NoNormalization",
     "rescale_to_0_1": "RescaleTo01Normalization",
 }
+FIXED_WINDOW_SCHEMES = ("ct_window", "ct_clip_zscore")  # schemes that read the task's ct_window
 _NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 
 

@@ -156,3 +156,26 @@ def echo_workspace(tmp_path_factory):
     from batchgenerators.utilities.file_and_folder_operations import load_json
     view = str(list(load_json(os.path.join(raw, "dataset.json"))["echo_views"])[0])
     return {"root": root, "env": env, "raw": raw, "collection": ECHO_COLLECTION, "view": view}
+
+
+def trainer_maker(trainer_name: str, env: dict, dataset: str, plans_name: str, configuration: str, monkeypatch):
+    """make(hooks=True, fold=0, **class_attributes) -> the plugin trainer `trainer_name`, built in-process on a
+    workspace's preprocessed dataset, idle-parameter hooks on or off (a subclass with its own output folder)."""
+    from batchgenerators.utilities.file_and_folder_operations import join, load_json
+
+    from nnunetv2_universal.inference.predictor import _plugin_trainer_class
+    for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(k, env[k])
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    pre = join(env["nnUNet_preprocessed"], dataset)
+    plans, dataset_json = load_json(join(pre, f"{plans_name}.json")), load_json(join(pre, "dataset.json"))
+    trainer_class = _plugin_trainer_class(trainer_name)
+
+    def make(hooks: bool = True, fold=0, **attributes):
+        import torch
+        torch.manual_seed(0)
+        # a name of its own: its output folder is not another test's model folder
+        cls = type(f"{trainer_name}_inProcess", (trainer_class,), {"idle_parameters_stay_still": hooks, **attributes})
+        return cls(dict(plans, continue_training=False), configuration, fold, dataset_json, torch.device("cpu"))
+
+    return make

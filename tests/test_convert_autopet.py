@@ -65,3 +65,17 @@ def test_autopet_keep_negatives_and_patient_grouping(tmp_path, monkeypatch):
             for c in fold[part]:
                 sides[c.rsplit("_", 1)[0]].add(part)
         assert all(len(s) == 1 for s in sides.values())  # no patient on both sides
+
+
+def test_autopet_suv_only_as_hermes_reference(tmp_path, monkeypatch):
+    """--suv_only: one channel, the SUV, named PET (Hermes' reference input)."""
+    out = _env(tmp_path, monkeypatch)
+    autopet.main(["-i", make_autopet(str(tmp_path / "src")), "--suv_only"])
+    images = sorted(os.listdir(out / "imagesTr"))
+    assert images == ["PETCT_0af7ffe12a_0_0000.nii.gz", "PETCT_1b199d094d_0_0000.nii.gz",
+                      "PETCT_2c3e4f5a6b_0_0000.nii.gz"]
+    assert np.allclose(read_array(str(out / "imagesTr" / images[0])), 2.5)
+    dj = json.load(open(out / "dataset.json"))
+    assert dj["channel_names"] == {"0": "PET"} and dj["universal_task"]["channels"] == {"0": "PET"}
+    from nnunetv2_universal.registry import TaskSpec
+    assert TaskSpec.from_dataset_json(dj, "Dataset611_AutoPETTumour").normalization == ["zscore"]

@@ -131,3 +131,29 @@ def test_predict_echo_refuses_malformed_input_before_writing(echo_workspace, tmp
              "EchoPromptTrainer_test", "-p", "EchoPlansTest", "-device", "cpu", *flags], env)
     assert message in str(error.value)
     assert not out.exists()
+
+
+def test_validation_during_training_is_a_fixed_seeded_subset(echo_workspace, monkeypatch):
+    """Fold `all` validates on the training clips: during training only `validation_batches` x batch of them, the
+    same ones every epoch and every run; one-pass epochs then validate that many batches."""
+    from conftest import trainer_maker
+    env = echo_workspace["env"]
+    for k in ("nnUNet_universal_sam_checkpoint", "nnUNet_universal_clinicalbert"):
+        monkeypatch.setenv(k, env[k])
+    make = trainer_maker("EchoPromptTrainer", env, f"Dataset{COLLECTION}_SynthEcho", "EchoPlansTest", "3d_fullres",
+                         monkeypatch)
+    subsets = []
+    for _ in range(2):
+        trainer = make(fold="all", validation_batches=1)
+        trainer.initialize()
+        trainer.get_dataloaders()
+        _, everything = trainer.get_tr_and_val_datasets()
+        subsets.append(trainer.validation_subset(everything).identifiers)
+        assert trainer.num_val_iterations_per_epoch == 1
+    batch = trainer.configuration_manager.batch_size
+    assert subsets[0] == subsets[1] and len(subsets[0]) == batch < len(everything.identifiers)
+    assert set(subsets[0]) <= set(everything.identifiers)
+    full = make(fold="all", validation_batches=None)
+    full.initialize()
+    full.get_dataloaders()
+    assert full.num_val_iterations_per_epoch == -(-len(everything.identifiers) // batch)

@@ -64,7 +64,7 @@ def test_deep_supervision_outputs_and_modality_logits():
     out = net(torch.randn(2, 1, 16, 32, 32), task_ids=torch.tensor([[0, -1], [5, 1]]),
               modality_ids=torch.tensor([0, -1]))
     assert [o.shape[1:3] for o in out] == [(2, 16), (2, 8), (2, 4)]
-    assert net.last_modality_logits.shape == (2, 5)
+    assert net.last_modality_logits.shape == (2, 6)  # 5 modalities + the unknown slot, as the reference's 6
     assert sum(f is not None for f in net.encoder_fusion) == 2 and sum(f is not None for f in net.decoder_fusion) == 1
 
 
@@ -181,15 +181,17 @@ def test_ema_follows_the_reference_decay_and_survives_a_checkpoint(tmp_path):
     under network_weights and the raw weights for resuming."""
     from torch.optim.swa_utils import AveragedModel
     from nnunetv2_universal.training.checkpointing import SafeCheckpoints
-    from nnunetv2_universal.training.ema import EMAWeights, capped_ema
-    net = nn.Linear(1, 1, bias=False)
-    ema = AveragedModel(net, multi_avg_fn=capped_ema(0.99), use_buffers=True)
+    from nnunetv2_universal.training.ema import EMAWeights, capped_ema, update_ema
+    net = nn.Sequential(nn.Linear(1, 1, bias=False), nn.BatchNorm1d(1))
+    ema = AveragedModel(net, multi_avg_fn=capped_ema(0.99), use_buffers=False)
     values = [2.0, 4.0, 10.0]
     for v in values:
-        net.weight.data.fill_(v)
-        ema.update_parameters(net)
+        net[0].weight.data.fill_(v)
+        net[1].running_mean.fill_(v)
+        update_ema(ema, net)
     # n=0: copy (2); n=1: decay 1/2 -> 3; n=2: decay 2/3 -> 3 * 2/3 + 10/3
-    assert ema.module.weight.item() == pytest.approx(3 * 2 / 3 + 10 / 3)
+    assert ema.module[0].weight.item() == pytest.approx(3 * 2 / 3 + 10 / 3)
+    assert ema.module[1].running_mean.item() == 10.0  # buffers are copied, as the reference does
 
     class Base:
         local_rank, disable_checkpointing, is_ddp, grad_scaler, _best_ema, current_epoch = 0, False, False, None, 0, 0

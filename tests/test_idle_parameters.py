@@ -137,7 +137,7 @@ COLLECTION_TRAINERS = {  # trainer: (second task, a parameter idle in its batche
 @pytest.mark.integration
 @pytest.mark.parametrize("trainer_name", list(COLLECTION_TRAINERS))
 def test_every_collection_trainer_keeps_idle_parameters_still(trainer_name, collection_workspace, monkeypatch):
-    from conftest import COLLECTION_ID, PLANS
+    from conftest import COLLECTION_ID, PLANS, trainer_maker
     make = trainer_maker(trainer_name, collection_workspace["env"], f"Dataset{COLLECTION_ID}_Synth", PLANS,
                          "3d_fullres", monkeypatch)
     second, expected = COLLECTION_TRAINERS[trainer_name]
@@ -149,6 +149,7 @@ def test_every_collection_trainer_keeps_idle_parameters_still(trainer_name, coll
                                                     ("M4oESwinPretrainTrainer", "experts.0.")])
 def test_the_swin_unet_keeps_idle_parameters_still(trainer_name, expected, swin_workspace, monkeypatch):
     """M4oE's own network under AdamW (phase 2: weight decay 1e-4; phase 1: 0.05)."""
+    from conftest import trainer_maker
     make = trainer_maker(trainer_name, swin_workspace["env"], swin_workspace["dataset"], swin_workspace["plans"],
                          "2d", monkeypatch)
     idle_parameters_check(make, "SynthLiverCT", "SynthBrainMR", expected)
@@ -162,6 +163,7 @@ def view_of_single_view_batch(trainer, keys):
 @pytest.mark.integration
 def test_the_echo_model_keeps_other_views_prompts_still(echo_workspace, monkeypatch):
     """MADGRAD moves a zero-gradient element towards its dual average; the other view's prompt slots stay."""
+    from conftest import trainer_maker
     env = echo_workspace["env"]
     for k in ("nnUNet_universal_sam_checkpoint", "nnUNet_universal_clinicalbert", "HF_HUB_OFFLINE",
               "TRANSFORMERS_OFFLINE"):
@@ -171,22 +173,3 @@ def test_the_echo_model_keeps_other_views_prompts_still(echo_workspace, monkeypa
     metadata = load_json(join(echo_workspace["raw"], "dataset.json"))["echo_case_metadata"]
     views = sorted({m["view"] for m in metadata.values()})
     idle_parameters_check(make, views[0], views[1], "prompt_pool.keys", view_of_single_view_batch)
-
-
-def trainer_maker(trainer_name: str, env: dict, dataset: str, plans_name: str, configuration: str, monkeypatch):
-    """make(hooks) -> the plugin trainer `trainer_name` on a workspace's preprocessed dataset, hooks on or off."""
-    from nnunetv2_universal.inference.predictor import _plugin_trainer_class
-    for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        monkeypatch.setenv(k, env[k])
-    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    pre = join(env["nnUNet_preprocessed"], dataset)
-    plans, dataset_json = load_json(join(pre, f"{plans_name}.json")), load_json(join(pre, "dataset.json"))
-    trainer_class = _plugin_trainer_class(trainer_name)
-
-    def make(hooks: bool):
-        torch.manual_seed(0)
-        # a name of its own: its output folder is not another test's model folder
-        cls = type(f"{trainer_name}_idleCheck", (trainer_class,), {"idle_parameters_stay_still": hooks})
-        return cls(dict(plans, continue_training=False), configuration, 0, dataset_json, torch.device("cpu"))
-
-    return make

@@ -86,10 +86,13 @@ def test_plugin_trainers_are_found_without_nnunets_search(capsys):
 
 
 @pytest.mark.parametrize("flags, expected", [
-    ([], {"tile_step_size": 0.5, "use_mirroring": True, "cpu_bf16": False}),
-    (["--fast"], {"tile_step_size": 0.5, "use_mirroring": False, "cpu_bf16": "native"}),
-    (["--fast", "-step_size", "0.75"], {"tile_step_size": 0.75, "use_mirroring": False, "cpu_bf16": "native"}),
-    (["--disable_tta", "--cpu_bf16"], {"tile_step_size": 0.5, "use_mirroring": False, "cpu_bf16": True}),
+    ([], {"tile_step_size": 0.5, "use_mirroring": True, "use_gaussian": True, "cpu_bf16": False}),
+    (["--fast"], {"tile_step_size": 0.5, "use_mirroring": False, "use_gaussian": True, "cpu_bf16": "native"}),
+    (["--fast", "-step_size", "0.75"], {"tile_step_size": 0.75, "use_mirroring": False, "use_gaussian": True,
+                                        "cpu_bf16": "native"}),
+    (["--disable_tta", "--cpu_bf16"], {"tile_step_size": 0.5, "use_mirroring": False, "use_gaussian": True,
+                                       "cpu_bf16": True}),
+    (["--uniform_tiles"], {"tile_step_size": 0.5, "use_mirroring": True, "use_gaussian": False, "cpu_bf16": False}),
 ])
 def test_the_fast_path_flags_reach_the_predictor(flags, expected, monkeypatch):
     from nnunetv2_universal.inference import predict_cli
@@ -105,7 +108,8 @@ def test_the_fast_path_flags_reach_the_predictor(flags, expected, monkeypatch):
         pass
 
     def initialise(self, *a, **k):  # the predictor as main() configured it, before any model is read
-        made.update(tile_step_size=self.tile_step_size, use_mirroring=self.use_mirroring, cpu_bf16=self.cpu_bf16)
+        made.update(tile_step_size=self.tile_step_size, use_mirroring=self.use_mirroring,
+                    use_gaussian=self.use_gaussian, cpu_bf16=self.cpu_bf16)
         raise Stop
 
     monkeypatch.setattr(predict_cli, "_model_folder", lambda args: "model")

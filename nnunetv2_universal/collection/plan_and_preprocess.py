@@ -9,6 +9,7 @@ gt_segmentations/ and one data folder.
 """
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import shutil
@@ -22,7 +23,6 @@ from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor impo
 from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
 from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
-from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
 from nnunetv2.utilities.crossval_split import generate_crossval_split
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 from nnunetv2.utilities.json_export import recursive_fix_for_json_export
@@ -35,7 +35,8 @@ from nnunetv2_universal.collection.task_plans import TASKS_KEY, TaskView, ct_win
 from nnunetv2_universal.collection.templates import load_template
 from nnunetv2_universal.collection.training_data_checks import check_datasets
 from nnunetv2_universal.orientation import orientation_counts, training_orientation
-from nnunetv2_universal.registry import COLLECTION_KEY, NORMALIZATION_SCHEMES, TaskRegistry, TaskSpec
+from nnunetv2_universal.registry import (COLLECTION_KEY, FIXED_WINDOW_SCHEMES, NORMALIZATION_SCHEMES, TaskRegistry,
+                                        TaskSpec)
 
 
 def whole_slice_spacing(spacing: Sequence[float], shapes, spacings, patch: Sequence[int]) -> List[float]:
@@ -69,6 +70,16 @@ def _member_settings(task: TaskSpec, member: str, num_processes: int, verify: bo
                          training_orientation(member_orientations(member)))
 
 
+def with_template_ct_normalization(task: TaskSpec, template: dict) -> TaskSpec:
+    """The task as the template normalises it: with `ct_clip_zscore: [low, high]` every channel on the registry's
+    fixed CT window is clipped to [low, high] and z-scored per image instead (Hermes' reference)."""
+    window = template.get("ct_clip_zscore")
+    if not window or "ct_window" not in task.normalization:
+        return task
+    schemes = ["ct_clip_zscore" if s == "ct_window" else s for s in task.normalization]
+    return dataclasses.replace(task, normalization=schemes, ct_window=[float(v) for v in window])
+
+
 def member_orientations(member: str) -> Counter:
     """How many of a member's training cases are stored in each orientation (first channel, headers only)."""
     raw = join(nnUNet_raw, member)
@@ -86,7 +97,7 @@ def task_settings(task: TaskSpec, spacing, use_mask_for_norm, median_size, reade
     use_mask = [bool(m) and s == "zscore" for m, s in zip(use_mask_for_norm, task.normalization)]
     intensities = {}
     for c, scheme in enumerate(task.normalization):
-        if scheme == "ct_window":
+        if scheme in FIXED_WINDOW_SCHEMES:
             intensities[str(c)] = ct_window_intensity_properties(*task.ct_window)
         elif channel_intensities is not None:
             intensities[str(c)] = channel_intensities[str(c)]
@@ -116,8 +127,8 @@ def plan_collection(collection: Union[int, str], template: str = "paper", config
                          f"{whole_slices}")
     # every member's files, headers and label values first: bad data stop here, before anything is written
     check_datasets(join(nnUNet_raw, members[t.name]["dataset"]) for t in registry)
-    settings = {t.name: _member_settings(t, members[t.name]["dataset"], num_processes, verify, tmpl.get("spacing"),
-                                         whole_slices) for t in registry}
+    settings = {t.name: _member_settings(with_template_ct_normalization(t, tmpl), members[t.name]["dataset"],
+                                         num_processes, verify, tmpl.get("spacing"), whole_slices) for t in registry}
     plans = collection_plans(name, registry, settings, tmpl, configuration)
     out = join(nnUNet_preprocessed, name)
     maybe_mkdir_p(out)
@@ -207,8 +218,9 @@ def collection_splits(registry: TaskRegistry, members: Dict[str, dict]) -> List[
 def _preprocess_one(view_args, output_truncated, images, label):
     # Runs in worker processes: rebuild the task view there (cheap) instead of pickling managers.
     view = TaskView(*view_args)
-    DefaultPreprocessor(verbose=False).run_case_save(output_truncated, images, label, view.plans_manager,
-                                                     view.configuration_manager, view.dataset_json)
+    preprocessor = view.configuration_manager.preprocessor_class(verbose=False)  # the plugin's (normalization.py)
+    preprocessor.run_case_save(output_truncated, images, label, view.plans_manager, view.configuration_manager,
+                               view.dataset_json)
 
 
 def preprocess_collection(collection: Union[int, str], plans_name: str, configuration: str = "3d_fullres",

@@ -129,6 +129,7 @@ HERMES = {
     "batch_size": 2,
     "patch_size": [128, 128, 128],
     "spacing": [1.5, 1.5, 1.5],
+    "ct_clip_zscore": [-991.0, 500.0],  # the reference: CT clipped, then z-scored per image (collection/normalization.py)
     "batch_dice": False,
     "network_class_name": HERMES_NETWORK,
     "arch_kwargs": {
@@ -162,7 +163,9 @@ REQUIRED_KEYS = {"plans_name", "batch_size", "patch_size", "network_class_name",
 def load_template(name_or_path: str) -> dict:
     """A template by name (`paper`, `cpu_demo`, `echo`, `m4oe_swin`, `hermes`) or from a JSON file. An optional
     `spacing` sets every task's target spacing (methods that resample all datasets alike, as Hermes);
-    `whole_slices` coarsens each task's in-plane spacing so that every slice fits the patch (M4oE's Swin-UNet)."""
+    `whole_slices` coarsens each task's in-plane spacing so that every slice fits the patch (M4oE's Swin-UNet);
+    `ct_clip_zscore: [low, high]` clips CT channels to [low, high] and z-scores each image instead of the registry's
+    CT window (Hermes' reference: [-991, 500])."""
     if name_or_path in TEMPLATES:
         return copy.deepcopy(TEMPLATES[name_or_path])
     if not os.path.isfile(name_or_path):

@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-step_size", type=float, default=0.5,
                    help="sliding-window step as a fraction of the patch (larger: fewer tiles, faster, but tile borders "
                         "then change the answer; see docs/performance.md)")
+    p.add_argument("--uniform_tiles", action="store_true",
+                   help="average overlapping tiles with equal weights instead of nnU-Net's Gaussian (Hermes' reference "
+                        "inference)")
     p.add_argument("--disable_tta", action="store_true",
                    help="no mirroring test-time augmentation (up to 8x faster in 3D, slightly less accurate)")
     p.add_argument("--cpu_bf16", action="store_true",
@@ -98,6 +101,7 @@ def predictor_settings(args) -> dict:
     """What nnU-Net's predictor gets from the flags. --fast = --disable_tta, and --cpu_bf16 where the CPU has bf16
     in hardware; the step stays (fewer tiles changed the answer too much, docs/performance.md)."""
     return {"tile_step_size": args.step_size, "use_mirroring": not (args.disable_tta or args.fast),
+            "use_gaussian": not args.uniform_tiles,
             "cpu_bf16": bool(args.cpu_bf16 or (args.fast and cpu_has_native_bf16()))}
 
 
@@ -133,7 +137,7 @@ def main(argv=None):
     elif device.type == "cuda":
         torch.set_num_threads(1)
     settings = predictor_settings(args)
-    predictor = UniversalPredictor(tile_step_size=settings["tile_step_size"], use_gaussian=True,
+    predictor = UniversalPredictor(tile_step_size=settings["tile_step_size"], use_gaussian=settings["use_gaussian"],
                                    use_mirroring=settings["use_mirroring"],
                                    perform_everything_on_device=not args.not_on_device,
                                    device=device, verbose=args.verbose,

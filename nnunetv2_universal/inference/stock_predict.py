@@ -17,6 +17,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from nnunetv2_universal.cli import stock_command_errors
+from nnunetv2_universal.collection.normalization import use_plugin_preprocessing
 from nnunetv2_universal.collection.task_plans import PER_TASK_CONFIGURATION_KEYS, TASKS_KEY
 from nnunetv2_universal.conditioning import Condition
 from nnunetv2_universal.orientation import orient_plans_manager
@@ -70,6 +71,7 @@ def apply_task_from_environment(network: nn.Module, plans_manager: PlansManager,
         "foreground_intensity_properties_per_channel"]
     plans_manager.plans["image_reader_writer"] = settings["image_reader_writer"]
     orient_plans_manager(plans_manager, settings.get("orientation"))  # inputs in the task's training orientation
+    use_plugin_preprocessing(configuration_manager)  # the plugin's normalisation schemes
     network.condition = Condition(task=list(tasks).index(task))  # universal_tasks is kept in registry order
     network.visible_classes = int(settings["num_classes"])
     return task

@@ -1,4 +1,4 @@
-"""DoDNet-style baseline (Zhang et al., CVPR 2021) on UniSeg's U-Net, for the paper's Table 4 comparison.
+"""DoDNet-style baseline (Zhang et al., CVPR 2021) on UniSeg's U-Net, for the paper's Table 2 comparison.
 
 A one-hot task code and the globally pooled bottleneck go through a controller that generates the weights of a
 small dynamic head (three 1x1x1 convs, 8 -> 8 -> 8 -> num_classes) applied to the full-resolution decoder

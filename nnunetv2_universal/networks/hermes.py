@@ -202,8 +202,10 @@ class HermesNetwork(ConditionedNetwork):
         self.head = HierarchicalPriorHead(posterior_dim, channels[0])
         self.level_kernels = nn.ModuleList(nn.Linear(channels[0], channels[-(s + 2)]) for s in range(n_stages - 2))
         self.modality_norm = nn.LayerNorm(posterior_dim)
+        # one output per modality slot, the unknown slot included (the reference's 6 for 5 modalities); the loss
+        # ignores unknown modalities, so the last output is never a target
         self.modality_classifier = nn.Sequential(nn.Linear(posterior_dim, posterior_dim), nn.GELU(),
-                                                 nn.Linear(posterior_dim, num_modalities))
+                                                 nn.Linear(posterior_dim, num_modalities + 1))
         self.last_modality_logits: Optional[torch.Tensor] = None
 
     @staticmethod
@@ -216,7 +218,7 @@ class HermesNetwork(ConditionedNetwork):
             self.decoder.compute_conv_feature_map_size(input_size)
 
     def forward_ids(self, x: torch.Tensor, task_ids: torch.Tensor, modality_ids: torch.Tensor):
-        """Logits (B, T, ...) (list with deep supervision) and modality logits (B, num_modalities)."""
+        """Logits (B, T, ...) (list with deep supervision) and modality logits (B, num_modalities + 1)."""
         if task_ids.ndim != 2 or task_ids.shape[0] != x.shape[0]:
             raise ValueError(f"task_ids must be (B, T) for B = {x.shape[0]}, got {tuple(task_ids.shape)}")
         if task_ids.max() >= self.num_global_tasks or modality_ids.max() >= self.num_modalities:

@@ -134,6 +134,8 @@ class EchoPromptTrainer(PluginTrainerDefaults, ConditionSensitivityLogging, Safe
     shear_range = (-0.2, 0.2)  # in-plane shear factor (the paper gives no range)
     augmentation_probability = 0.5  # per clip, for rotation and shear (the paper gives none); flip: 0.5 per clip
     epoch_is_one_pass = True  # iterations per epoch = ceil(training clips / batch), as the paper's epochs
+    validation_batches: Optional[int] = 50  # per-epoch validation on a fixed subset of 50 x batch clips (nnU-Net's
+    # 50 validation batches); None: every validation clip each epoch
     text_pooling = "mean"  # mean of the prompt's token states (keeps the class words; [CLS] is near-parallel)
     text_relative_to_template = True  # minus the bare template's embedding: what each class's words add
     query_batch_size = 16
@@ -214,6 +216,7 @@ class EchoPromptTrainer(PluginTrainerDefaults, ConditionSensitivityLogging, Safe
                 use_mask_for_norm=self.configuration_manager.use_mask_for_norm, is_cascaded=False, **labels)
         val_transforms = self.get_validation_transforms(None, is_cascaded=False, **labels)
         dataset_tr, dataset_val = self.get_tr_and_val_datasets()
+        dataset_val = self.validation_subset(dataset_val)
         if self.epoch_is_one_pass:  # an epoch = one pass over the clips (global batch across DDP ranks)
             global_batch = self.configuration_manager.batch_size
             self.num_iterations_per_epoch = epoch_iterations(len(dataset_tr.identifiers), global_batch)
@@ -227,6 +230,23 @@ class EchoPromptTrainer(PluginTrainerDefaults, ConditionSensitivityLogging, Safe
         dl_val = WholeClipDataLoader(dataset_val, self.batch_size, patch_size, patch_size, transforms=val_transforms,
                                      **common)
         return wrap_in_augmenters(dl_tr, dl_val, self.device)
+
+    def validation_subset(self, dataset_val):
+        """The clips validated during training: a fixed, seeded subset of at most `validation_batches` x batch
+        clips. With fold `all` (the paper's command) the validation clips are all ~15,800 training clips, and a
+        one-pass validation epoch (each batch also run under the other views' prompts for the diagnostic) cost about
+        as much as the training epoch."""
+        if self.validation_batches is None:
+            return dataset_val
+        limit = self.validation_batches * self.configuration_manager.batch_size
+        clips = sorted(dataset_val.identifiers)
+        if len(clips) <= limit:
+            return dataset_val
+        chosen = sorted(np.random.RandomState(12345).choice(clips, limit, replace=False).tolist())
+        self.print_to_log_file(f"validation during training on a fixed subset of {limit} of the {len(clips)} "
+                               f"validation clips ({self.validation_batches} batches)")
+        return self.dataset_class(self.preprocessed_dataset_folder, chosen,
+                                  folder_with_segs_from_previous_stage=self.folder_with_segs_from_previous_stage)
 
     # ---- one-off preparation: class embeddings and the SAM query cache
     def on_train_start(self):

@@ -1,7 +1,8 @@
 """Exponential moving average (EMA) of the weights, evaluated instead of the raw weights (Hermes' reference).
 
 The reference updates after every optimiser step with decay min(1 - 1/(n + 1), cap) (n = updates so far, so the
-first update copies and early updates average evenly) and cap 0.99; buffers are averaged with the parameters.
+first update copies and early updates average evenly) and cap 0.99; buffers (normalisation statistics, if any) are
+copied from the network after each update, not averaged, as the reference does.
 Validation during training, `checkpoint_best`/`checkpoint_latest` (under `network_weights`) and `checkpoint_final`
 hold the EMA weights; `checkpoint_latest` also keeps the raw weights for `--c`.
 """
@@ -24,6 +25,14 @@ def capped_ema(cap: float):
     return update
 
 
+@torch.no_grad()
+def update_ema(ema: AveragedModel, network: torch.nn.Module) -> None:
+    """Average the parameters, copy the buffers."""
+    ema.update_parameters(network)
+    for averaged, current in zip(ema.module.buffers(), network.buffers()):
+        averaged.copy_(current)
+
+
 class EMAWeights:
     """nnUNetTrainer mixin (before SafeCheckpoints in the bases): keeps `self.ema`, an AveragedModel of the network.
     The trainer's step calls `on_optimizer_step()` (training.steps.backward_and_step does)."""
@@ -35,7 +44,7 @@ class EMAWeights:
     def _ensure_ema(self) -> Optional[AveragedModel]:
         if self.ema is None and self.ema_decay is not None:
             self.ema = AveragedModel(self._plain_network(), multi_avg_fn=capped_ema(self.ema_decay),
-                                     use_buffers=True)
+                                     use_buffers=False)
         return self.ema
 
     def on_train_start(self):
@@ -44,7 +53,7 @@ class EMAWeights:
 
     def on_optimizer_step(self) -> None:
         if self._ensure_ema() is not None:
-            self.ema.update_parameters(self._plain_network())
+            update_ema(self.ema, self._plain_network())
 
     def _ema_state(self) -> dict:
         return self.ema.module.state_dict()

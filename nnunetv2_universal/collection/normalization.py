@@ -1,0 +1,74 @@
+"""Normalisation schemes beyond nnU-Net's own, and the preprocessor and configuration manager that know them.
+
+nnU-Net looks normalisation classes up inside its own package only. Every preprocessing the plugin runs (planning,
+task views, stock `nnUNetv2_predict` through the task hook) uses `UniversalPreprocessor`, which resolves the
+plugin's scheme names first and nnU-Net's otherwise.
+
+- `ClippedZScoreNormalization` (registry scheme `ct_clip_zscore`): clip to the task's fixed window, then z-score
+  over the clipped image itself: Hermes' reference recipe for CT ([-991, 500]; plans template key
+  `ct_clip_zscore`). nnU-Net's CTNormalization clips to dataset percentiles and uses the dataset's statistics.
+"""
+from __future__ import annotations
+
+import nnunetv2
+import numpy as np
+from batchgenerators.utilities.file_and_folder_operations import join
+from nnunetv2.preprocessing.normalization.default_normalization_schemes import ImageNormalization
+from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
+
+
+class ClippedZScoreNormalization(ImageNormalization):
+    """clip(x, low, high), then (x - mean) / std of the clipped image; low/high are the channel's fixed intensity
+    properties `percentile_00_5` / `percentile_99_5` (written by the planner from the task's `ct_window`)."""
+
+    leaves_pixels_outside_mask_at_zero_if_use_mask_for_norm_is_true = False
+
+    def run(self, image: np.ndarray, seg: np.ndarray = None) -> np.ndarray:
+        low = self.intensityproperties["percentile_00_5"]
+        high = self.intensityproperties["percentile_99_5"]
+        image = np.clip(image.astype(self.target_dtype, copy=False), low, high)
+        image -= image.mean()
+        image /= max(float(image.std()), 1e-8)
+        return image
+
+
+PLUGIN_NORMALIZATIONS = {cls.__name__: cls for cls in (ClippedZScoreNormalization,)}
+
+
+def normalization_class(scheme: str):
+    cls = PLUGIN_NORMALIZATIONS.get(scheme) or recursive_find_python_class(
+        join(nnunetv2.__path__[0], "preprocessing", "normalization"), scheme, "nnunetv2.preprocessing.normalization")
+    if cls is None:
+        raise RuntimeError(f"unknown normalisation scheme {scheme!r} (neither nnU-Net's nor the plugin's)")
+    return cls
+
+
+class UniversalPreprocessor(DefaultPreprocessor):
+    """nnU-Net's DefaultPreprocessor that also knows the plugin's normalisation schemes."""
+
+    def _normalize(self, data: np.ndarray, seg: np.ndarray, configuration_manager: ConfigurationManager,
+                   foreground_intensity_properties_per_channel: dict) -> np.ndarray:
+        for c, scheme in enumerate(configuration_manager.normalization_schemes):
+            normalizer = normalization_class(scheme)(
+                use_mask_for_norm=configuration_manager.use_mask_for_norm[c],
+                intensityproperties=foreground_intensity_properties_per_channel[str(c)])
+            data[c] = normalizer.run(data[c], seg[0])
+        return data
+
+
+class UniversalConfigurationManager(ConfigurationManager):
+    """A task view's ConfigurationManager: nnU-Net's default preprocessor becomes UniversalPreprocessor."""
+
+    @property
+    def preprocessor_class(self):
+        if self.preprocessor_name == DefaultPreprocessor.__name__:
+            return UniversalPreprocessor
+        return super().preprocessor_class
+
+
+def use_plugin_preprocessing(configuration_manager: ConfigurationManager) -> ConfigurationManager:
+    """Make an existing ConfigurationManager (stock nnUNetv2_predict's) preprocess with UniversalPreprocessor."""
+    configuration_manager.__class__ = UniversalConfigurationManager
+    return configuration_manager
