@@ -66,6 +66,19 @@ def test_a_task_that_is_not_in_the_batch_keeps_its_head_and_rows(name, hooks):
     assert not torch.equal(row1, model.task_rows[1])  # the used row trains
 
 
+def test_every_plugin_trainer_installs_the_hooks():
+    """Every trainer nnU-Net can find in the plugin (variants and test schedules included) gets the hooks from the
+    shared defaults at initialize(); the checks below exercise each method's network and optimiser."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from nnunetv2_universal.nnunet_trainers import nnunetv2_universal_uniseg as trainers
+    from nnunetv2_universal.training.trainer_defaults import PluginTrainerDefaults
+    found = [c for c in vars(trainers).values() if isinstance(c, type) and issubclass(c, nnUNetTrainer)]
+    assert len(found) > 50
+    assert [c.__name__ for c in found
+            if not (issubclass(c, PluginTrainerDefaults) and c.idle_parameters_stay_still)] == []
+
+
 # ---- every trainer, built by nnU-Net's initialize from the test collection's plans, on real batches
 
 
