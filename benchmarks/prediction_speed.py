@@ -17,8 +17,10 @@
    pre/post-processing): at tens of seconds a tile, it runs for most of an hour.
 2. Agreement: each `MODEL_FOLDER=IMAGES` pair (trained models) predicts every case of IMAGES with the default
    settings (as trained: mirroring only if the model allows it), with --fast, with --fast plus bf16 forced, and with
-   --fast plus step 1 (fewest tiles); Dice of each against the default per label, and wall times. Random weights say
-   nothing about agreement, trained models do.
+   --fast plus step 1 (fewest tiles), and with mirroring over the x axis only and over y and x (`-mirror_axes`: 2 and 4
+   passes instead of 8; differs from the default only on models trained with mirroring); Dice of each against the
+   default per label, and wall times (`--variants` picks some). Random weights say nothing about agreement, trained
+   models do.
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ from nnunetv2_universal.collection.templates import PAPER  # noqa: E402
 from nnunetv2_universal.devices import cpu_has_native_bf16  # noqa: E402
 from nnunetv2_universal.finetuning.uniseg11_tasks import paper_registry  # noqa: E402
 from nnunetv2_universal.finetuning.uniseg_v1_import import write_model_folder  # noqa: E402
+from nnunetv2_universal.inference.predict_cli import mirror_axes_subset  # noqa: E402
 from nnunetv2_universal.inference.predictor import UniversalPredictor  # noqa: E402
 from nnunetv2_universal.inference.progress import mirror_passes, tile_count  # noqa: E402
 
@@ -50,10 +53,13 @@ FAST = {"use_mirroring": False, "cpu_bf16": cpu_has_native_bf16()}  # what --fas
 FEWEST_TILES = {"tile_step_size": 1.0}
 
 
-def predictor_for(model_folder: str, task: str, tile_step_size=0.5, use_mirroring=True, cpu_bf16=False):
+def predictor_for(model_folder: str, task: str, tile_step_size=0.5, use_mirroring=True, cpu_bf16=False,
+                  mirror_axes=None):
     predictor = UniversalPredictor(tile_step_size=tile_step_size, use_mirroring=use_mirroring,
                                    device=torch.device("cpu"), allow_tqdm=False, verbose=False)
     predictor.initialize_from_trained_model_folder(model_folder, (0,), "checkpoint_final.pth")
+    if mirror_axes is not None and predictor.allowed_mirroring_axes:  # as -mirror_axes (models trained mirroring)
+        predictor.allowed_mirroring_axes = mirror_axes_subset(predictor.allowed_mirroring_axes, mirror_axes)
     predictor.cpu_bf16 = cpu_bf16
     predictor.select_task(task)
     return predictor
@@ -124,17 +130,19 @@ def dice(a: np.ndarray, b: np.ndarray, label: int) -> float:
     return 1.0 if total == 0 else float(2 * (x & y).sum() / total)
 
 
-VARIANTS = {"fast": FAST, "fast_bf16": {**FAST, "cpu_bf16": True}, "fast_fewest_tiles": {**FAST, **FEWEST_TILES}}
+VARIANTS = {"fast": FAST, "fast_bf16": {**FAST, "cpu_bf16": True}, "fast_fewest_tiles": {**FAST, **FEWEST_TILES},
+            # partial test-time mirroring (-mirror_axes): 2 and 4 passes instead of 8
+            "mirror_x": {"mirror_axes": (2,)}, "mirror_yx": {"mirror_axes": (1, 2)}}
 # (bf16 forced: its agreement, whatever it costs on this CPU)
 
 
-def agreement(model_folder: str, images: str, root: str) -> dict:
+def agreement(model_folder: str, images: str, root: str, variants=tuple(VARIANTS)) -> dict:
     """Every case of `images` with the default settings and each variant; Dice of a variant against the default."""
     dataset_json = json.load(open(os.path.join(model_folder, "dataset.json")))
     ending = dataset_json["file_ending"]
     cases = sorted(f[:-len(ending) - 5] for f in os.listdir(images) if f.endswith("_0000" + ending))
     task, runs = _task_of(images, dataset_json), {}
-    for name, settings in {"default": {}, **VARIANTS}.items():
+    for name, settings in {"default": {}, **{v: VARIANTS[v] for v in variants}}.items():
         predictor = predictor_for(model_folder, task, **settings)
         out = os.path.join(root, f"{len(os.listdir(root))}_{name}")
         os.makedirs(out)
@@ -150,7 +158,7 @@ def agreement(model_folder: str, images: str, root: str) -> dict:
     # the model folder as DatasetXXX/Trainer__Plans__Configuration: no machine path in the results
     result = {"model": os.path.join(*model_folder.rstrip(os.sep).split(os.sep)[-2:]), "task": task,
               "default": runs["default"]}
-    for name in VARIANTS:
+    for name in variants:
         per_case = {}
         for case in cases:
             a, b = read("default", case), read(name, case)
@@ -158,7 +166,7 @@ def agreement(model_folder: str, images: str, root: str) -> dict:
             per_case[case] = {str(k): round(dice(b, a, k), 4) for k in labels}
         result[name] = {**runs[name], "dice_vs_default": per_case,
                         "min_dice_vs_default": min((v for r in per_case.values() for v in r.values()), default=1.0)}
-    for run in [result["default"]] + [result[n] for n in VARIANTS]:
+    for run in [result["default"]] + [result[n] for n in variants]:
         run.pop("folder")
     return result
 
@@ -212,6 +220,8 @@ def main() -> None:
                    help="a real_anatomy.py --workdir: train the task-head trainer there with mirroring (demo "
                         "schedule, about 6 min on 2 cores) and add its agreement on the held-out real CT")
     p.add_argument("--skip_released", action="store_true", help="only the agreement part (no --ct needed)")
+    p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS),
+                   help="agreement variants to run (default: all)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     p.add_argument("--out", default=None)
     p.add_argument("--_child_train", nargs=2, help=argparse.SUPPRESS)
@@ -224,12 +234,12 @@ def main() -> None:
                              f"torch {torch.__version__}, {args.threads} threads",
                   "released_architecture": None if args.skip_released else
                   released_architecture(args.ct, args.task, args.repeats, root),
-                  "agreement": [agreement(*pair.split("=", 1), root) for pair in args.agreement]}
+                  "agreement": [agreement(*pair.split("=", 1), root, args.variants) for pair in args.agreement]}
         if args.mirrored_from:
             model = train_mirrored(args.mirrored_from, os.path.join(root, "mirrored_results"))
             for member in ("Dataset511_RealLiverCT", "Dataset512_RealSpleenCT"):
                 result["agreement"].append(agreement(model, os.path.join(args.mirrored_from, "raw", member,
-                                                                         "imagesTs"), root))
+                                                                         "imagesTs"), root, args.variants))
     print(json.dumps(result, indent=1))
     if args.out:
         with open(args.out, "w") as f:

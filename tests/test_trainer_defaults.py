@@ -85,6 +85,17 @@ def test_plugin_trainers_are_found_without_nnunets_search(capsys):
     assert "not found" not in capsys.readouterr().out
 
 
+def test_partial_mirroring_is_a_subset_of_the_models_axes():
+    from nnunetv2_universal.inference.input_checks import PredictionInputError
+    from nnunetv2_universal.inference.predict_cli import mirror_axes_subset
+    assert mirror_axes_subset((0, 1, 2), [2]) == (2,)
+    assert mirror_axes_subset((0, 1, 2), [2, 1, 2]) == (1, 2)
+    with pytest.raises(PredictionInputError, match=r"the model mirrors over no axes only .* axes \[2\]"):
+        mirror_axes_subset(None, [2])
+    with pytest.raises(PredictionInputError, match=r"mirrors over \[1, 2\] only"):
+        mirror_axes_subset((1, 2), [0])
+
+
 @pytest.mark.parametrize("flags, expected", [
     ([], {"tile_step_size": 0.5, "use_mirroring": True, "use_gaussian": True, "cpu_bf16": False}),
     (["--fast"], {"tile_step_size": 0.5, "use_mirroring": False, "use_gaussian": True, "cpu_bf16": "native"}),
@@ -93,6 +104,8 @@ def test_plugin_trainers_are_found_without_nnunets_search(capsys):
     (["--disable_tta", "--cpu_bf16"], {"tile_step_size": 0.5, "use_mirroring": False, "use_gaussian": True,
                                        "cpu_bf16": True}),
     (["--uniform_tiles"], {"tile_step_size": 0.5, "use_mirroring": True, "use_gaussian": False, "cpu_bf16": False}),
+    (["-mirror_axes", "2", "1"], {"tile_step_size": 0.5, "use_mirroring": True, "use_gaussian": True,
+                                  "cpu_bf16": False, "mirror_axes": (1, 2)}),
 ])
 def test_the_fast_path_flags_reach_the_predictor(flags, expected, monkeypatch):
     from nnunetv2_universal.inference import predict_cli
@@ -100,8 +113,9 @@ def test_the_fast_path_flags_reach_the_predictor(flags, expected, monkeypatch):
     from nnunetv2_universal.devices import cpu_has_native_bf16
     if expected["cpu_bf16"] == "native":  # --fast uses bf16 only where the CPU has it in hardware
         expected = dict(expected, cpu_bf16=cpu_has_native_bf16())
+    expected = {"mirror_axes": (0, 1, 2), **expected}  # a model trained mirroring every axis
     args = predict_cli._parser().parse_args(["-d", "900", "--task", "T", "-i", "in", "-o", "out"] + flags)
-    assert predict_cli.predictor_settings(args) == expected
+    assert predict_cli.predictor_settings(args) == {k: v for k, v in expected.items() if k != "mirror_axes"}
     made = {}
 
     class Stop(Exception):
@@ -110,6 +124,11 @@ def test_the_fast_path_flags_reach_the_predictor(flags, expected, monkeypatch):
     def initialise(self, *a, **k):  # the predictor as main() configured it, before any model is read
         made.update(tile_step_size=self.tile_step_size, use_mirroring=self.use_mirroring,
                     use_gaussian=self.use_gaussian, cpu_bf16=self.cpu_bf16)
+        self.allowed_mirroring_axes = (0, 1, 2)
+        made["predictor"] = self
+
+    def output_folder(path):  # after the model is read: what the predictor mirrors over
+        made["mirror_axes"] = made.pop("predictor").allowed_mirroring_axes
         raise Stop
 
     monkeypatch.setattr(predict_cli, "_model_folder", lambda args: "model")
@@ -118,6 +137,7 @@ def test_the_fast_path_flags_reach_the_predictor(flags, expected, monkeypatch):
     monkeypatch.setattr(predict_cli, "check_request", lambda *a: None)
     monkeypatch.setattr(predict_cli, "check_input_folder", lambda *a: [])
     monkeypatch.setattr(UniversalPredictor, "initialize_from_trained_model_folder", initialise)
+    monkeypatch.setattr(predict_cli, "maybe_mkdir_p", output_folder)
     threads = torch.get_num_threads()
     try:
         with pytest.raises(Stop):

@@ -58,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-step_size", type=float, default=0.5,
                    help="sliding-window step as a fraction of the patch (larger: fewer tiles, faster, but tile borders "
                         "then change the answer; see docs/performance.md)")
+    p.add_argument("-mirror_axes", type=int, nargs="+", default=None,
+                   help="test-time mirroring over these axes only (0 1 2 = the z y x axes of the image in its task's "
+                        "training orientation; a subset of the model's mirroring axes): 2^n network passes per tile "
+                        "instead of 2^3 (default: every axis the model was trained to mirror; no mirroring with "
+                        "--fast / --disable_tta)")
     p.add_argument("--uniform_tiles", action="store_true",
                    help="average overlapping tiles with equal weights instead of nnU-Net's Gaussian (Hermes' reference "
                         "inference)")
@@ -105,6 +110,17 @@ def predictor_settings(args) -> dict:
             "cpu_bf16": bool(args.cpu_bf16 or (args.fast and cpu_has_native_bf16()))}
 
 
+def mirror_axes_subset(trained, requested) -> tuple:
+    """The requested mirroring axes, which must be axes the model was trained to mirror."""
+    trained = tuple(trained or ())
+    unknown = sorted(set(requested) - set(trained))
+    if unknown:
+        raise PredictionInputError(f"-mirror_axes {' '.join(map(str, requested))}: the model mirrors over "
+                                   f"{list(trained) or 'no axes'} only (it was trained so); axes {unknown} are not "
+                                   f"among them")
+    return tuple(sorted(set(requested)))
+
+
 @console_command
 def main(argv=None):
     args = _parser().parse_args(argv)
@@ -150,6 +166,8 @@ def main(argv=None):
               file=sys.stderr)
     folds = [f if f == "all" else int(f) for f in args.f]
     predictor.initialize_from_trained_model_folder(model_folder, folds, args.chk)
+    if args.mirror_axes is not None and predictor.use_mirroring:
+        predictor.allowed_mirroring_axes = mirror_axes_subset(predictor.allowed_mirroring_axes, args.mirror_axes)
     maybe_mkdir_p(args.o)
     if args.task:
         predictor.select_task(args.task, args.labels)
