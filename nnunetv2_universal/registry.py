@@ -26,6 +26,7 @@ CT_WINDOW_DEFAULT = (-325.0, 325.0)
 NORMALIZATION_SCHEMES = {
     "ct_window": "CTNormalization",
     "ct_clip_zscore": "ClippedZScoreNormalization",  # clip to ct_window, then per-image z-score (Hermes' reference)
+    "zscore_p2_p98": "PercentileClippedZScoreNormalization",  # clip to the image's p2/p98, then z-score (Hermes)
     "ct": "CTNormalization",
     "zscore": "ZScoreNormalization",
     "nonorm": "NoNormalization",

@@ -1,5 +1,6 @@
-"""Hermes' reference CT normalisation (clip to [-991, 500], then z-score per image) as a plans-template setting, and
-the plugin preprocessor that runs it in planning, in the plugin's predictor and in stock nnUNetv2_predict."""
+"""Hermes' reference normalisation (CT clipped to [-991, 500], MR / PET to the image's 2nd / 98th percentiles, then
+z-score per image) as plans-template settings, and the plugin preprocessor that runs it in planning, in the plugin's
+predictor and in stock nnUNetv2_predict."""
 from __future__ import annotations
 
 import copy
@@ -9,9 +10,10 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.data import get_testdata_file
 
-from nnunetv2_universal.collection.normalization import (ClippedZScoreNormalization, UniversalConfigurationManager,
-                                                         UniversalPreprocessor)
-from nnunetv2_universal.collection.plan_and_preprocess import task_settings, with_template_ct_normalization
+from nnunetv2_universal.collection.normalization import (ClippedZScoreNormalization,
+                                                         PercentileClippedZScoreNormalization,
+                                                         UniversalConfigurationManager, UniversalPreprocessor)
+from nnunetv2_universal.collection.plan_and_preprocess import task_settings, with_template_normalization
 from nnunetv2_universal.collection.task_plans import TASKS_KEY, TaskView, ct_window_intensity_properties
 from nnunetv2_universal.collection.templates import load_template
 from nnunetv2_universal.registry import TaskRegistry, TaskSpec
@@ -32,17 +34,27 @@ def test_clip_then_z_score_over_the_clipped_image():
     assert hu.max() > 500  # the clip matters on this image
 
 
-def test_the_hermes_template_replaces_the_ct_window_and_keeps_other_channels():
+def test_percentile_clip_then_z_score_for_mr_and_pet():
+    rng = np.random.default_rng(0)
+    image = rng.gamma(2.0, 100.0, size=(8, 16, 16)).astype(np.float32)
+    image[0, 0, 0] = 1e5  # an outlier the clip removes
+    out = PercentileClippedZScoreNormalization(False, {}).run(image.copy())
+    clipped = np.clip(image.astype(np.float64), *np.percentile(image, (2, 98)))
+    np.testing.assert_allclose(out, (clipped - clipped.mean()) / clipped.std(), rtol=1e-4, atol=1e-4)
+
+
+def test_the_hermes_template_normalises_as_the_reference():
     template = load_template("hermes")
-    assert template["ct_clip_zscore"] == [-991.0, 500.0]
+    assert template["ct_clip_zscore"] == [-991.0, 500.0] and template["zscore_clip_p2_p98"] is True
     petct = TaskSpec("petct", "Dataset503_P", {"0": "CT", "1": "PET"}, {"background": 0, "lesion": 1})
-    changed = with_template_ct_normalization(petct, template)
-    assert changed.normalization == ["ct_clip_zscore", "zscore"] and changed.ct_window == [-991.0, 500.0]
+    changed = with_template_normalization(petct, template)
+    assert changed.normalization == ["ct_clip_zscore", "zscore_p2_p98"] and changed.ct_window == [-991.0, 500.0]
     assert petct.normalization == ["ct_window", "zscore"]  # the registry's task is unchanged
-    assert with_template_ct_normalization(petct, load_template("paper")) is petct
-    settings = task_settings(changed, [1, 1, 1], [False, False], [8, 8, 8], "SimpleITKIO",
+    assert with_template_normalization(petct, load_template("paper")) is petct
+    settings = task_settings(changed, [1, 1, 1], [True, True], [8, 8, 8], "SimpleITKIO",
                              {"1": {"mean": 0.0, "std": 1.0}})
-    assert settings["normalization_schemes"] == ["ClippedZScoreNormalization", "ZScoreNormalization"]
+    assert settings["normalization_schemes"] == ["ClippedZScoreNormalization", "PercentileClippedZScoreNormalization"]
+    assert settings["use_mask_for_norm"] == [False, False]  # as the reference: the whole image
     window = settings["foreground_intensity_properties_per_channel"]["0"]
     assert (window["percentile_00_5"], window["percentile_99_5"]) == (-991.0, 500.0)
 

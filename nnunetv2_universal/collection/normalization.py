@@ -7,6 +7,8 @@ plugin's scheme names first and nnU-Net's otherwise.
 - `ClippedZScoreNormalization` (registry scheme `ct_clip_zscore`): clip to the task's fixed window, then z-score
   over the clipped image itself: Hermes' reference recipe for CT ([-991, 500]; plans template key
   `ct_clip_zscore`). nnU-Net's CTNormalization clips to dataset percentiles and uses the dataset's statistics.
+- `PercentileClippedZScoreNormalization` (scheme `zscore_p2_p98`): clip to the image's own 2nd and 98th
+  percentiles, then z-score: the reference's recipe for MR and PET (template key `zscore_clip_p2_p98`).
 """
 from __future__ import annotations
 
@@ -34,7 +36,23 @@ class ClippedZScoreNormalization(ImageNormalization):
         return image
 
 
-PLUGIN_NORMALIZATIONS = {cls.__name__: cls for cls in (ClippedZScoreNormalization,)}
+class PercentileClippedZScoreNormalization(ImageNormalization):
+    """clip(x, p2, p98) with the image's own percentiles, then (x - mean) / std of the clipped image."""
+
+    leaves_pixels_outside_mask_at_zero_if_use_mask_for_norm_is_true = False
+    percentiles = (2.0, 98.0)
+
+    def run(self, image: np.ndarray, seg: np.ndarray = None) -> np.ndarray:
+        image = image.astype(self.target_dtype, copy=False)
+        low, high = np.percentile(image, self.percentiles)
+        image = np.clip(image, low, high)
+        image -= image.mean()
+        image /= max(float(image.std()), 1e-8)
+        return image
+
+
+PLUGIN_NORMALIZATIONS = {cls.__name__: cls for cls in (ClippedZScoreNormalization,
+                                                       PercentileClippedZScoreNormalization)}
 
 
 def normalization_class(scheme: str):

@@ -70,14 +70,21 @@ def _member_settings(task: TaskSpec, member: str, num_processes: int, verify: bo
                          training_orientation(member_orientations(member)))
 
 
-def with_template_ct_normalization(task: TaskSpec, template: dict) -> TaskSpec:
-    """The task as the template normalises it: with `ct_clip_zscore: [low, high]` every channel on the registry's
-    fixed CT window is clipped to [low, high] and z-scored per image instead (Hermes' reference)."""
+def with_template_normalization(task: TaskSpec, template: dict) -> TaskSpec:
+    """The task as the template normalises it (Hermes' reference): with `ct_clip_zscore: [low, high]` every channel
+    on the registry's fixed CT window is clipped to [low, high] and z-scored per image instead; with
+    `zscore_clip_p2_p98: true` every z-scored channel (MR, PET) is first clipped to the image's 2nd / 98th
+    percentiles."""
     window = template.get("ct_clip_zscore")
-    if not window or "ct_window" not in task.normalization:
+    replace = {"ct_window": "ct_clip_zscore"} if window else {}
+    if template.get("zscore_clip_p2_p98"):
+        replace["zscore"] = "zscore_p2_p98"
+    if not set(replace) & set(task.normalization):
         return task
-    schemes = ["ct_clip_zscore" if s == "ct_window" else s for s in task.normalization]
-    return dataclasses.replace(task, normalization=schemes, ct_window=[float(v) for v in window])
+    changes = {"normalization": [replace.get(s, s) for s in task.normalization]}
+    if window:
+        changes["ct_window"] = [float(v) for v in window]
+    return dataclasses.replace(task, **changes)
 
 
 def member_orientations(member: str) -> Counter:
@@ -127,7 +134,7 @@ def plan_collection(collection: Union[int, str], template: str = "paper", config
                          f"{whole_slices}")
     # every member's files, headers and label values first: bad data stop here, before anything is written
     check_datasets(join(nnUNet_raw, members[t.name]["dataset"]) for t in registry)
-    settings = {t.name: _member_settings(with_template_ct_normalization(t, tmpl), members[t.name]["dataset"],
+    settings = {t.name: _member_settings(with_template_normalization(t, tmpl), members[t.name]["dataset"],
                                          num_processes, verify, tmpl.get("spacing"), whole_slices) for t in registry}
     plans = collection_plans(name, registry, settings, tmpl, configuration)
     out = join(nnUNet_preprocessed, name)

@@ -130,6 +130,7 @@ HERMES = {
     "patch_size": [128, 128, 128],
     "spacing": [1.5, 1.5, 1.5],
     "ct_clip_zscore": [-991.0, 500.0],  # the reference: CT clipped, then z-scored per image (collection/normalization.py)
+    "zscore_clip_p2_p98": True,  # the reference: MR / PET clipped to the image's 2nd / 98th percentiles, then z-scored
     "batch_dice": False,
     "network_class_name": HERMES_NETWORK,
     "arch_kwargs": {
@@ -165,7 +166,8 @@ def load_template(name_or_path: str) -> dict:
     `spacing` sets every task's target spacing (methods that resample all datasets alike, as Hermes);
     `whole_slices` coarsens each task's in-plane spacing so that every slice fits the patch (M4oE's Swin-UNet);
     `ct_clip_zscore: [low, high]` clips CT channels to [low, high] and z-scores each image instead of the registry's
-    CT window (Hermes' reference: [-991, 500])."""
+    CT window (Hermes' reference: [-991, 500]); `zscore_clip_p2_p98: true` clips z-scored channels (MR, PET) to
+    each image's 2nd / 98th percentiles first (the reference)."""
     if name_or_path in TEMPLATES:
         return copy.deepcopy(TEMPLATES[name_or_path])
     if not os.path.isfile(name_or_path):
