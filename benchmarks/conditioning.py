@@ -6,7 +6,8 @@
 
 `--data real` is the real-CT collection of `nnunetv2_universal.demo.real_ct` (benchmarks/real_anatomy.py runs it);
 `--single_task` also trains each trainer on every task alone (a one-member collection) for as many iterations as
-the multi-task run has in total.
+the multi-task run has in total; with `--single_task_budget share` for the task's share of them instead (the
+multi-task run's iterations over its number of tasks: the single-task models together cost what it costs).
 
 The demo's synthetic collection (`nnunetv2_universal.demo.synthetic`): two CT tasks whose images all show liver,
 lesion and kidneys, each labelling only its own structures, plus PET/CT and 4-channel brain MR. It is written,
@@ -108,9 +109,11 @@ def prepare(root: str, data: Data, num_train: int, num_test: int, source=None, s
 
 
 # ---------------------------------------------------------------- one training run (child process)
-def train_and_track(trainer_name: str, seed: int, out_file: str, data: Data, only_task=None) -> None:
+def train_and_track(trainer_name: str, seed: int, out_file: str, data: Data, only_task=None,
+                    budget: str = "total") -> None:
     """Train `trainer_name` on the data's collection (or, with `only_task`, on that task alone for as many
-    iterations as the whole collection's run), scoring the held-out cases after every epoch and at the end."""
+    iterations as the whole collection's run, or with budget "share" for its share of them), scoring the held-out
+    cases after every epoch and at the end."""
     import random
     import torch
     torch.set_num_threads(1)
@@ -135,8 +138,9 @@ def train_and_track(trainer_name: str, seed: int, out_file: str, data: Data, onl
     if only_task is not None:
         i = [t.name for t in tasks].index(only_task)
         collection, name = data.single_task_collection(i)
-        # as many iterations as the multi-task run: every batch is this task's
-        cls = type(cls.__name__, (cls,), {"batches_per_task_per_epoch": cls.batches_per_task_per_epoch * len(tasks)})
+        # as many iterations as the multi-task run (every batch is this task's), or the task's share of them
+        per_epoch = cls.batches_per_task_per_epoch * (len(tasks) if budget == "total" else 1)
+        cls = type(cls.__name__, (cls,), {"batches_per_task_per_epoch": per_epoch})
         members = {only_task: data.member(i)}
     else:
         members = {t.name: data.member(i) for i, t in enumerate(tasks)}
@@ -177,7 +181,8 @@ def train_and_track(trainer_name: str, seed: int, out_file: str, data: Data, onl
             break
     diagnostic = trainer.logger.local_logger.my_fantastic_logging.get("condition_sensitivity")
     with open(out_file, "w") as f:
-        json.dump({"trainer": trainer_name, "seed": seed, "only_task": only_task, "train_seconds": train_time,
+        json.dump({"trainer": trainer_name, "seed": seed, "only_task": only_task, "single_task_budget": budget,
+                   "train_seconds": train_time,
                    "iterations_per_epoch": iterations, "epochs": trainer.num_epochs,
                    "iterations_to_separate": None if separated_at is None else (separated_at + 1) * iterations,
                    "final": final, "history": history, "condition_sensitivity": diagnostic}, f, indent=1)
@@ -211,7 +216,7 @@ def summarise(runs, data: Data) -> dict:
     table, single = {}, {}
     for r in runs:
         if r.get("only_task"):
-            single.setdefault((r["trainer"], r["only_task"]), []).append(r)
+            single.setdefault((r["trainer"], r["only_task"], r.get("single_task_budget", "total")), []).append(r)
         else:
             table.setdefault(r["trainer"], []).append(r)
     summary = {}
@@ -233,17 +238,22 @@ def summarise(runs, data: Data) -> dict:
             if groups[0]:
                 summary[trainer]["tasks"][t]["groups"] = {
                     g: {k: _median([gr[g][k] for gr in groups]) for k in groups[0][g]} for g in groups[0]}
-            alone = single.get((trainer, t))
-            if alone:
-                entry = {"seeds": [r["seed"] for r in alone],
-                         "task_dice": _median([r["final"][t]["task_dice"] for r in alone]),
-                         "cross_activation": _median([r["final"][t]["cross_activation"] for r in alone])}
-                groups = [_group_means(r, t, data) for r in alone]
-                if groups[0]:
-                    entry["groups"] = {g: {k: _median([gr[g][k] for gr in groups]) for k in groups[0][g]}
-                                       for g in groups[0]}
-                summary[trainer]["tasks"][t]["single_task"] = entry
+            for budget, key in (("total", "single_task"), ("share", "single_task_share")):
+                alone = single.get((trainer, t, budget))
+                if alone:
+                    summary[trainer]["tasks"][t][key] = _single_task_entry(alone, t, data)
     return summary
+
+
+def _single_task_entry(alone: list, t: str, data: Data) -> dict:
+    """Medians over the seeds of one task's single-task runs."""
+    entry = {"seeds": [r["seed"] for r in alone],
+             "task_dice": _median([r["final"][t]["task_dice"] for r in alone]),
+             "cross_activation": _median([r["final"][t]["cross_activation"] for r in alone])}
+    groups = [_group_means(r, t, data) for r in alone]
+    if groups[0]:
+        entry["groups"] = {g: {k: _median([gr[g][k] for gr in groups]) for k in groups[0][g]} for g in groups[0]}
+    return entry
 
 
 def _first_separation(run: dict):
@@ -291,6 +301,9 @@ def markdown(summary: dict) -> str:
                 v = s["tasks"][t]["groups"][g]
                 single = s["tasks"][t].get("single_task", {}).get("groups", {}).get(g, {})
                 alone = None if not single else f"{_fmt(single['task_dice'])} ({_fmt(single['cross_activation'])})"
+                share = s["tasks"][t].get("single_task_share", {}).get("groups", {}).get(g)
+                if share:  # the single-task model on the task's share of the iterations
+                    alone = f"{alone or '-'}; at its share {_fmt(share['task_dice'])}"
                 stored = "" if v.get("task_dice_as_stored") is None else \
                     f" (as stored: {_fmt(v['task_dice_as_stored'])})"
                 cells.append(f"{_fmt(v['task_dice'])}{stored} / {_fmt(v['all_tasks_dice'])} / {alone or '-'} / "
@@ -306,6 +319,8 @@ def main(argv=None):
     parser.add_argument("--source", default=None, help="--data real: TotalSegmentator's tests/reference_files")
     parser.add_argument("--single_task", action="store_true", help="also train each trainer on every task alone "
                         "(as many iterations as the multi-task run)")
+    parser.add_argument("--single_task_budget", choices=("total", "share"), default="total",
+                        help="--single_task: the multi-task run's iterations (total) or the task's share of them")
     parser.add_argument("--trainers", nargs="+", default=["UniSegTrainer_cpuDemo"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--workdir", default=None, help="reuse this folder (data are prepared once)")
@@ -322,7 +337,7 @@ def main(argv=None):
     data = DATA[args.data]
     if args._child:
         trainer, seed, out, only = args._child
-        train_and_track(trainer, int(seed), out, data, None if only == "-" else only)
+        train_and_track(trainer, int(seed), out, data, None if only == "-" else only, args.single_task_budget)
         return
     if args.report:
         if os.path.isdir(args.report):
@@ -350,13 +365,15 @@ def main(argv=None):
 
     def one(job):
         trainer, seed, only = job
-        out = os.path.join(runs_dir, f"{trainer}{'' if only is None else '_only' + only}_seed{seed}.json")
+        share = "_share" if only is not None and args.single_task_budget == "share" else ""
+        out = os.path.join(runs_dir, f"{trainer}{'' if only is None else '_only' + only}{share}_seed{seed}.json")
         if not os.path.isfile(out):
             child_env = dict(env, nnUNet_results=os.path.join(root, "results", f"seed{seed}"), nnUNet_n_proc_DA="0",
                              OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
             with open(out[:-5] + ".log", "w") as log:
-                subprocess.run([sys.executable, os.path.abspath(__file__), "--data", args.data, "--_child", trainer,
-                                str(seed), out, only or "-"], env=child_env, check=True, stdout=log,
+                subprocess.run([sys.executable, os.path.abspath(__file__), "--data", args.data, "--single_task_budget",
+                                args.single_task_budget, "--_child", trainer, str(seed), out, only or "-"],
+                               env=child_env, check=True, stdout=log,
                                stderr=subprocess.STDOUT)
         with open(out) as f:
             run = json.load(f)

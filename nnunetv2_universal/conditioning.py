@@ -21,8 +21,9 @@ class Condition:
 
     task: task index; modality: one modality index per input channel; view: acquisition view index (echo);
     dataset: source dataset index (per-dataset heads); tasks: several global task ids requested at once (Hermes);
-    labels: a subset of `task`'s local label values to predict (the others are never output). Unused fields stay
-    None.
+    labels: a subset of `task`'s local label values to predict (the others are never output); sample_tasks: one task
+    index per sample of a batch that mixes tasks (networks that read every task's channels in one pass). Unused
+    fields stay None.
     """
     task: Optional[int] = None
     modality: Optional[Tuple[int, ...]] = None
@@ -30,6 +31,7 @@ class Condition:
     dataset: Optional[int] = None
     tasks: Optional[Tuple[int, ...]] = None
     labels: Optional[Tuple[int, ...]] = None
+    sample_tasks: Optional[Tuple[int, ...]] = None
 
 
 ConditionLike = Union[Condition, int, None]

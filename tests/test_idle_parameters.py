@@ -93,8 +93,9 @@ def _batches_of(trainer, condition_of_batch, first, second):
     raise AssertionError(f"no batches of {first} and {second} in 60 draws")
 
 
-def task_of_batch(trainer, keys) -> str:
-    return trainer.registry.names[trainer.registry.task_of_batch(keys)]
+def task_of_batch(trainer, keys):
+    tasks = {trainer.registry.task_of_case(k) for k in keys}
+    return trainer.registry.names[tasks.pop()] if len(tasks) == 1 else None  # None: a batch that mixes tasks
 
 
 def _idle_and_moved(trainer, batch):

@@ -193,3 +193,29 @@ def test_hermes_samples_datasets_as_the_reference():
     assert share == pytest.approx(0.399, abs=0.002)
     trainer.dataset_sampling = "uniform"
     assert trainer.task_sampling_weights(list(cases)) is None
+
+
+def test_task_groups_mix_tasks_within_a_group_only_and_keep_samples_balanced():
+    """MultiTalent's batches: tasks 0 and 1 (same channels and augmentation) share batches, task 2 keeps its own."""
+    np.random.seed(0)
+    case_tasks = _case_tasks()
+    loader = _loader(task_groups=[[0, 1], [2]])
+    samples, mixed = Counter(), 0
+    for _ in range(300):
+        batch = loader.get_indices()
+        tasks = [case_tasks[k] for k in batch]
+        assert tasks[0] == loader.last_task
+        assert set(tasks) <= {0, 1} or set(tasks) == {2}, tasks
+        mixed += len(set(tasks)) > 1
+        samples.update(tasks)
+    assert mixed > 50
+    assert samples[0] == pytest.approx(samples[1], rel=0.1) and samples[2] == 200  # 100 batches of task 2
+
+
+def test_groups_of_one_task_draw_as_without_groups():
+    draws = []
+    for groups in (None, [[0], [1], [2]]):
+        np.random.seed(3)
+        loader = _loader(task_groups=groups)
+        draws.append([loader.get_indices() for _ in range(50)])
+    assert draws[0] == draws[1]

@@ -7,6 +7,7 @@ import torch
 from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from nnunetv2_universal.conditioning import Condition
 from nnunetv2_universal.networks.task_heads import SigmoidTaskLoss, TaskHeadsUNet, one_hot_regions
@@ -77,8 +78,75 @@ def test_loss_supervises_only_the_batch_tasks_channels():
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_a_batch_that_mixes_tasks_reads_and_scores_each_sample_on_its_own_task():
+    """MultiTalent's batches: sample b reads the channels of its task, and its loss is its task's loss on them,
+    weighted by the task's share of the batch; no sample trains another task's channels."""
+    from nnunetv2_universal.training.uniseg_trainer import TaskSlicedLoss
+    net = _network(deep_supervision=True)
+    x = torch.randn(3, 1, 4, 16, 16)
+    tasks = (1, 0, 1)
+    mixed = net(x, Condition(sample_tasks=tasks))
+    with torch.no_grad():
+        alone = {t: net(x, Condition(task=t)) for t in (0, 1)}
+    for level, out in enumerate(mixed):
+        for b, t in enumerate(tasks):
+            assert torch.allclose(out[b], alone[t][level][b], atol=1e-6)
+    loss_fn = TaskSlicedLoss(SigmoidTaskLoss(DC_and_BCE_loss(
+        {}, {"batch_dice": True, "do_bg": True, "smooth": 1e-5, "ddp": False}, dice_class=MemoryEfficientSoftDiceLoss)))
+    target = torch.randint(0, 3, (3, 1, 4, 16, 16))
+    target[[0, 2]] = target[[0, 2]].clamp(max=1)  # task 1 has one foreground class
+    loss_fn.sample_groups = [([1], 3), ([0, 2], 2)]
+    loss = loss_fn(mixed[0], target)
+    loss.backward()
+    loss_fn.sample_groups = None
+    expected = []
+    for samples, t in (([1], 0), ([0, 2], 1)):
+        loss_fn.num_classes = CLASSES[t]
+        expected.append(len(samples) / 3 * loss_fn(alone[t][0][samples], target[samples]).item())
+    assert loss.item() == pytest.approx(sum(expected), rel=1e-5)
+    grad = net.decoder.seg_layers[-1].weight.grad.flatten(1).abs().sum(1)
+    assert (grad[:3] > 0).all() and torch.equal(grad[3:], torch.zeros(3))  # tasks 0 and 1 train, task 2 does not
+    with pytest.raises(ValueError, match="sample tasks"):
+        net(x, Condition(sample_tasks=(0, 1)))
+
+
 def test_one_hot_regions():
     target = torch.tensor([0, 1, 2, 2]).reshape(1, 1, 4, 1, 1)
     regions = one_hot_regions(target, 2)
     assert regions.shape == (1, 2, 4, 1, 1)
     assert regions[0, :, :, 0, 0].tolist() == [[0, 1, 0, 0], [0, 0, 1, 1]]
+
+
+@pytest.mark.integration
+def test_the_trainer_mixes_tasks_of_one_channel_count_and_trains_each_on_its_own_channels(collection_workspace,
+                                                                                         monkeypatch):
+    """Built by nnU-Net's initialize on the synthetic collection: the CT tasks share batches, a mixed batch's step
+    trains exactly the heads of the tasks in it."""
+    from conftest import COLLECTION_ID, PLANS, trainer_maker
+    trainer = trainer_maker("UniSegTrainerTaskHeadsMixedBatches", collection_workspace["env"], f"Dataset{COLLECTION_ID}_Synth",
+                            PLANS, "3d_fullres", monkeypatch)()
+    trainer.on_train_start()
+    registry = trainer.registry
+    for _ in range(60):
+        batch = next(trainer.dataloader_train)
+        tasks = sorted({registry.task_of_case(k) for k in batch["keys"]})
+        assert len({registry.tasks[t].num_channels for t in tasks}) == 1
+        if len(tasks) > 1:
+            break
+    else:
+        raise AssertionError("no batch mixed tasks in 60 draws")
+    trainer.on_train_epoch_start()
+    network = trainer._plain_network()
+    grads = {}
+    handle = register_optimizer_step_pre_hook(
+        lambda *_: grads.update(head=network.decoder.seg_layers[-1].weight.grad.flatten(1).abs().sum(1).clone()))
+    try:
+        trainer.train_step(batch)
+    finally:
+        handle.remove()
+    trained = {t for t in range(len(registry))
+               if grads["head"][network.head_offsets[t]:network.head_offsets[t] + network.head_sizes[t]].any()}
+    assert trained == set(tasks)
+    # under DDP ranks hold different tasks (different class counts): the Dice gathers nothing across ranks
+    trainer.is_ddp = True
+    assert trainer._build_loss().loss.loss.region_loss.dc.ddp is False

@@ -1,6 +1,7 @@
 """Task-balanced batches: every batch holds one task, and every round holds the same number of batches per task
 (UniSeg); or, with task weights, each batch's task drawn with probability proportional to its weight (Hermes:
-the sum of its cases' sampling weights, i.e. the reference's weighted case sampler at the batch level).
+the sum of its cases' sampling weights, i.e. the reference's weighted case sampler at the batch level). With task
+groups (MultiTalent), a batch mixes the tasks of one group: tasks whose images share channels and augmentation.
 
 The UniSeg reference shares a per-task budget between worker processes through a multiprocessing manager. Here
 each data-loading worker (and each DDP rank) keeps its own schedule, seeded by (rank, worker): each worker's
@@ -52,10 +53,15 @@ class TaskBalancedDataLoader(nnUNetDataLoader):
     `case_tasks` maps each case id of the dataset to its task index (from the registry). The chosen task of the
     last batch is exposed as `last_task`. `transforms` may be one pipeline or a {task: pipeline} mapping (tasks
     differ in which channels are masked).
+
+    `task_groups` (lists of task indices whose cases may share a batch: same channels, same pipeline): the
+    schedule picks the first sample's task, every other sample's task comes from a balanced stream of that task's
+    group, so a batch may mix tasks and each task still gets its share of samples.
     """
 
     def __init__(self, *args, case_tasks: Mapping[str, int], batches_per_task: int = 50, rank: int = 0,
-                 seed: int = 12345, task_weights: Optional[Mapping[int, float]] = None, **kwargs):
+                 seed: int = 12345, task_weights: Optional[Mapping[int, float]] = None,
+                 task_groups: Optional[Sequence[Sequence[int]]] = None, **kwargs):
         transforms = kwargs.pop("transforms", None)
         self.task_transforms = transforms if isinstance(transforms, Mapping) else None
         super().__init__(*args, transforms=None if self.task_transforms is not None else transforms, **kwargs)
@@ -71,6 +77,11 @@ class TaskBalancedDataLoader(nnUNetDataLoader):
         self.task_weights = None if task_weights is None else dict(task_weights)
         self._schedule: Optional[TaskSchedule] = None
         self.last_task: Optional[int] = None
+        self.group_of_task: Dict[int, tuple] = {}
+        for group in task_groups or ():
+            members = tuple(sorted(t for t in group if t in self.cases_of_task))
+            self.group_of_task.update({t: members for t in members})
+        self._group_streams: Dict[tuple, TaskSchedule] = {}
 
     @property
     def schedule(self) -> TaskSchedule:
@@ -87,5 +98,16 @@ class TaskBalancedDataLoader(nnUNetDataLoader):
         self.last_task = next(self.schedule)
         if self.task_transforms is not None:
             self.transforms = self.task_transforms[self.last_task]
-        cases = self.cases_of_task[self.last_task]
-        return [cases[i] for i in np.random.randint(0, len(cases), self.batch_size)]
+        group = self.group_of_task.get(self.last_task, ())
+        if len(group) < 2:
+            cases = self.cases_of_task[self.last_task]
+            return [cases[i] for i in np.random.randint(0, len(cases), self.batch_size)]
+        tasks = [self.last_task] + [next(self._group_stream(group)) for _ in range(self.batch_size - 1)]
+        return [self.cases_of_task[t][np.random.randint(len(self.cases_of_task[t]))] for t in tasks]
+
+    def _group_stream(self, group: tuple) -> TaskSchedule:
+        """Balanced stream of a group's tasks for the other samples of a batch (per worker, like the schedule)."""
+        if group not in self._group_streams:
+            self._group_streams[group] = TaskSchedule(group, 1, seed=self.seed + 1000 * self.rank + self.thread_id
+                                                      + 7 * group[0] + 1)
+        return self._group_streams[group]

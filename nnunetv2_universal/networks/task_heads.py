@@ -74,8 +74,21 @@ class TaskHeadsUNet(_StemmedUNetParts, ConditionedNetwork):
             return [[self.task_channels(level, t) for level in logits] for t in tasks]
         return [self.task_channels(logits, t) for t in tasks]
 
+    def forward_sample_tasks(self, x: torch.Tensor, sample_tasks: Sequence[int]):
+        """A batch that mixes tasks (MultiTalent's batches): sample b reads the channels of task sample_tasks[b]."""
+        if len(sample_tasks) != x.shape[0]:
+            raise ValueError(f"{len(sample_tasks)} sample tasks for a batch of {x.shape[0]}")
+
+        def per_sample(level):
+            return torch.cat([self.task_channels(level[b:b + 1], t) for b, t in enumerate(sample_tasks)])
+        logits = self.all_task_logits(x)
+        return [per_sample(level) for level in logits] if isinstance(logits, (list, tuple)) else per_sample(logits)
+
     def forward(self, x: torch.Tensor, condition: ConditionLike = None):
-        return self.hide_invisible_classes(self.forward_tasks(x, [self.resolve_condition(condition)])[0])
+        resolved = self.resolve_condition(condition)
+        if resolved.sample_tasks is not None:
+            return self.hide_invisible_classes(self.forward_sample_tasks(x, resolved.sample_tasks))
+        return self.hide_invisible_classes(self.forward_tasks(x, [resolved])[0])
 
 
 def sigmoid_channels(task_logits: torch.Tensor) -> torch.Tensor:

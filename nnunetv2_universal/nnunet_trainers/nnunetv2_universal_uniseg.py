@@ -4,7 +4,8 @@ from nnunetv2_universal.training.finetune_trainer import UniSegFinetuneTrainer  
 from nnunetv2_universal.training.variants.short_schedules import (  # noqa: F401
     UniSegFinetuneTrainer_test, UniSegTrainer_cpuDemo, UniSegTrainer_test, UniSegTrainerDecoderFiLM_cpuDemo,
     UniSegTrainerTaskHeads_cpuDemo)
-from nnunetv2_universal.training.task_heads_trainer import UniSegTrainerTaskHeads  # noqa: F401
+from nnunetv2_universal.training.task_heads_trainer import (  # noqa: F401
+    UniSegTrainerTaskHeads, UniSegTrainerTaskHeadsMixedBatches)
 from nnunetv2_universal.training.variants.uniseg_ablations import (  # noqa: F401
     DoDNetTrainer, UniSegTrainerConditionLR, UniSegTrainerDecoderFiLM, UniSegTrainerFixedPrompt,
     UniSegTrainerLowestHead, UniSegTrainerPromptGain,

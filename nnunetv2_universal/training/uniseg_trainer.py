@@ -35,21 +35,37 @@ from nnunetv2_universal.training.trainer_defaults import PluginTrainerDefaults
 
 class TaskSlicedLoss(nn.Module):
     """Applies a loss to logits cut to the current task's classes (set `num_classes` per batch), so channels
-    beyond a task's classes get no gradient from its batches. Works on a tensor or a deep-supervision list."""
+    beyond a task's classes get no gradient from its batches. Works on a tensor or a deep-supervision list.
+
+    A batch that mixes tasks sets `sample_groups` instead: [(sample indices, num_classes), ...], one entry per task;
+    each task's samples get the loss on their own classes, weighted by their share of the batch."""
 
     def __init__(self, loss: nn.Module):
         super().__init__()
         self.loss = loss
         self.num_classes = None
+        self.sample_groups = None
 
     def forward(self, output, target):
+        if self.sample_groups is not None:
+            size = (output[0] if isinstance(output, (list, tuple)) else output).shape[0]
+            return sum(len(samples) / size * self._sliced(_select(output, samples), _select(target, samples), n)
+                       for samples, n in self.sample_groups)
         if self.num_classes is None:
             raise RuntimeError("TaskSlicedLoss.num_classes must be set for each batch")
+        return self._sliced(output, target, self.num_classes)
+
+    def _sliced(self, output, target, num_classes: int):
         if isinstance(output, (list, tuple)):
-            output = [o[:, :self.num_classes] for o in output]
-        else:
-            output = output[:, :self.num_classes]
-        return self.loss(output, target)
+            return self.loss([o[:, :num_classes] for o in output], target)
+        return self.loss(output[:, :num_classes], target)
+
+
+def _select(x, samples: List[int]):
+    """Samples of a batch tensor, or of every deep-supervision level."""
+    if isinstance(x, (list, tuple)):
+        return [level[samples] for level in x]
+    return x[samples]
 
 
 class ScaledPolyLRScheduler(PolyLRScheduler):
@@ -172,6 +188,8 @@ class UniSegTrainer(PluginTrainerDefaults, ConditionSensitivityLogging, SafeChec
         return task
 
     # ---- data
+    mix_tasks_in_batch = False  # UniSeg: one task per batch; True: a batch may mix compatible tasks (task heads)
+
     def task_sampling_weights(self, training_cases) -> Optional[Dict[int, float]]:
         """None: task-balanced rounds (the paper); trainers that sample tasks by weight return {task: weight}."""
         return None
@@ -204,8 +222,13 @@ class UniSegTrainer(PluginTrainerDefaults, ConditionSensitivityLogging, SafeChec
                              self.probabilistic_oversampling, case_tasks=case_tasks,
                              batches_per_task=self.batches_per_task_per_epoch, rank=self.local_rank,
                              task_weights=self.task_sampling_weights(dataset_tr.identifiers))
+        # tasks whose images share channels and augmentation may share a batch
+        groups = {}
+        for t, m in task_masks.items():
+            groups.setdefault((self.registry.tasks[t].num_channels, m), []).append(t)
         dl_tr = TaskBalancedDataLoader(dataset_tr, self.batch_size, initial_patch_size, patch_size,
-                                       transforms=tr_transforms, **loader_kwargs)
+                                       transforms=tr_transforms, task_groups=list(groups.values())
+                                       if self.mix_tasks_in_batch else None, **loader_kwargs)
         dl_val = TaskBalancedDataLoader(dataset_val, self.batch_size, patch_size, patch_size,
                                         transforms=val_transforms, seed=54321, **loader_kwargs)
         return wrap_in_augmenters(dl_tr, dl_val, self.device)
