@@ -21,34 +21,38 @@ from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 
-class ClippedZScoreNormalization(ImageNormalization):
-    """clip(x, low, high), then (x - mean) / std of the clipped image; low/high are the channel's fixed intensity
-    properties `percentile_00_5` / `percentile_99_5` (written by the planner from the task's `ct_window`)."""
+class _ClipThenZScore(ImageNormalization):
+    """clip(x, *bounds(x)), then (x - mean) / std of the clipped image; subclasses say where the bounds come from."""
 
     leaves_pixels_outside_mask_at_zero_if_use_mask_for_norm_is_true = False
 
-    def run(self, image: np.ndarray, seg: np.ndarray = None) -> np.ndarray:
-        low = self.intensityproperties["percentile_00_5"]
-        high = self.intensityproperties["percentile_99_5"]
-        image = np.clip(image.astype(self.target_dtype, copy=False), low, high)
-        image -= image.mean()
-        image /= max(float(image.std()), 1e-8)
-        return image
-
-
-class PercentileClippedZScoreNormalization(ImageNormalization):
-    """clip(x, p2, p98) with the image's own percentiles, then (x - mean) / std of the clipped image."""
-
-    leaves_pixels_outside_mask_at_zero_if_use_mask_for_norm_is_true = False
-    percentiles = (2.0, 98.0)
+    def bounds(self, image: np.ndarray) -> tuple[float, float]:
+        raise NotImplementedError
 
     def run(self, image: np.ndarray, seg: np.ndarray = None) -> np.ndarray:
         image = image.astype(self.target_dtype, copy=False)
-        low, high = np.percentile(image, self.percentiles)
-        image = np.clip(image, low, high)
+        image = np.clip(image, *self.bounds(image))
         image -= image.mean()
         image /= max(float(image.std()), 1e-8)
         return image
+
+
+class ClippedZScoreNormalization(_ClipThenZScore):
+    """Bounds: the channel's fixed intensity properties `percentile_00_5` / `percentile_99_5` (written by the planner
+    from the task's `ct_window`)."""
+
+    def bounds(self, image: np.ndarray) -> tuple[float, float]:
+        return self.intensityproperties["percentile_00_5"], self.intensityproperties["percentile_99_5"]
+
+
+class PercentileClippedZScoreNormalization(_ClipThenZScore):
+    """Bounds: the image's own 2nd and 98th percentiles."""
+
+    percentiles = (2.0, 98.0)
+
+    def bounds(self, image: np.ndarray) -> tuple[float, float]:
+        low, high = np.percentile(image, self.percentiles)
+        return low, high
 
 
 PLUGIN_NORMALIZATIONS = {cls.__name__: cls for cls in (ClippedZScoreNormalization,
