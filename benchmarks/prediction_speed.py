@@ -21,6 +21,12 @@
    passes instead of 8; differs from the default only on models trained with mirroring); Dice of each against the
    default per label, and wall times (`--variants` picks some). Random weights say nothing about agreement, trained
    models do.
+3. `--device cuda` (on a GPU): the same on the GPU, under nnU-Net's float16 autocast, with the default case measured
+   instead of extrapolated and the peak GPU memory of each case; `--training` adds UniSeg's training step (time and
+   peak memory) against stock nnU-Net's PlainConvUNet with the same stages and patch, measured in the same run:
+
+    python benchmarks/prediction_speed.py --device cuda --training --ct .../example_ct.nii.gz \
+        --agreement MODEL_FOLDER=IMAGES ... --out benchmarks/prediction_speed_gpu.json
 """
 from __future__ import annotations
 
@@ -39,7 +45,7 @@ import SimpleITK as sitk
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from uniseg_iteration import build  # noqa: E402  (the paper network, as the training benchmark builds it)
+from uniseg_iteration import build, measure  # noqa: E402  (the paper network, as the training benchmark builds it)
 
 from nnunetv2_universal.collection.templates import PAPER  # noqa: E402
 from nnunetv2_universal.devices import cpu_has_native_bf16  # noqa: E402
@@ -53,10 +59,14 @@ FAST = {"use_mirroring": False, "cpu_bf16": cpu_has_native_bf16()}  # what --fas
 FEWEST_TILES = {"tile_step_size": 1.0}
 
 
+DEVICE = torch.device("cpu")  # --device
+
+
 def predictor_for(model_folder: str, task: str, tile_step_size=0.5, use_mirroring=True, cpu_bf16=False,
                   mirror_axes=None):
-    predictor = UniversalPredictor(tile_step_size=tile_step_size, use_mirroring=use_mirroring,
-                                   device=torch.device("cpu"), allow_tqdm=False, verbose=False)
+    predictor = UniversalPredictor(tile_step_size=tile_step_size, use_mirroring=use_mirroring, device=DEVICE,
+                                   perform_everything_on_device=DEVICE.type == "cuda", allow_tqdm=False,
+                                   verbose=False)
     predictor.initialize_from_trained_model_folder(model_folder, (0,), "checkpoint_final.pth")
     if mirror_axes is not None and predictor.allowed_mirroring_axes:  # as -mirror_axes (models trained mirroring)
         predictor.allowed_mirroring_axes = mirror_axes_subset(predictor.allowed_mirroring_axes, mirror_axes)
@@ -82,10 +92,30 @@ def tile_seconds(predictor, channels: int, repeats: int, bf16: bool, shape=None)
     for i in range(repeats + 1):
         start = time.perf_counter()
         predictor.predict_sliding_window_return_logits(x)
+        _sync()
         if i:
             times.append(time.perf_counter() - start)
     predictor.use_mirroring = mirroring
     return statistics.median(times)
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed_case(predictor, ct: str, out: str) -> dict:
+    """One whole case through the predictor's files path; seconds (and peak GPU memory on CUDA)."""
+    os.makedirs(out)
+    if DEVICE.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    predictor.predict_from_files_sequential([[ct]], out, False, True, None)
+    _sync()
+    result = {"seconds": round(time.perf_counter() - start, 1)}
+    if DEVICE.type == "cuda":
+        result["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
+    return result
 
 
 def released_architecture(ct: str, task: str, repeats: int, root: str) -> dict:
@@ -100,28 +130,43 @@ def released_architecture(ct: str, task: str, repeats: int, root: str) -> dict:
     fast = predictor_for(folder, task, **FAST)
     tiles["fast"] = tile_count(fast, data.shape[1:])
     tiles["fewest (step 1)"] = tile_count(predictor_for(folder, task, **FAST, **FEWEST_TILES), data.shape[1:])
-    per_tile = {"fp32": tile_seconds(default, data.shape[0], repeats, False)}
-    if FAST["cpu_bf16"]:
+    passes = mirror_passes(default)
+    # nnU-Net autocasts to float16 on CUDA, never on the CPU
+    precision = "fp16 autocast" if DEVICE.type == "cuda" else "fp32"
+    per_tile = {precision: tile_seconds(default, data.shape[0], repeats, False)}
+    if FAST["cpu_bf16"] and DEVICE.type == "cpu":
         per_tile["bf16"] = tile_seconds(default, data.shape[0], repeats, True)
     # (without bf16 in hardware torch emulates it, on one thread: timing it at this size ran for over 10 minutes
     # on the 2-core AVX2 machine without finishing, so it is not timed there; the agreement part times bf16 on the
     # small models)
-    out = os.path.join(root, "fast_case")
-    os.makedirs(out)
-    start = time.perf_counter()
-    fast.predict_from_files_sequential([[ct]], out, False, True, None)
-    fast_case = time.perf_counter() - start
-    overhead = max(0.0, fast_case - tiles["fast"] * per_tile["bf16" if FAST["cpu_bf16"] else "fp32"])
-    per_tile = {k: round(v, 2) for k, v in per_tile.items()}
-    passes = mirror_passes(default)
-    return {"parameters": sum(p.numel() for p in network.parameters()), "task": task,
-            "image_voxels_xyz": list(sitk.ReadImage(ct).GetSize()),
-            "preprocessed_shape_zyx": list(data.shape[1:]), "patch": list(default.configuration_manager.patch_size),
-            "tiles": tiles, "mirror_passes_default": passes, "seconds_per_tile": per_tile,
-            "seconds_per_case": {"fast_measured": round(fast_case, 1),
-                                 "default_extrapolated": round(tiles["default"] * passes * per_tile["fp32"] + overhead,
-                                                               1),
-                                 "pre_and_post_processing": round(overhead, 1)}}
+    fast_case = timed_case(fast, ct, os.path.join(root, "fast_case"))
+    fast_tile = per_tile["bf16" if "bf16" in per_tile else precision]
+    overhead = max(0.0, fast_case["seconds"] - tiles["fast"] * fast_tile)
+    per_case = {"fast_measured": fast_case["seconds"], "pre_and_post_processing": round(overhead, 1)}
+    memory = {"fast": fast_case["peak_gpu_memory_gib"]} if DEVICE.type == "cuda" else None
+    if DEVICE.type == "cuda":  # seconds there: measure the default case too
+        default_case = timed_case(default, ct, os.path.join(root, "default_case"))
+        per_case["default_measured"], memory["default"] = default_case["seconds"], default_case["peak_gpu_memory_gib"]
+    else:  # most of an hour on a CPU: tiles x passes x tile + the measured pre/post-processing
+        per_case["default_extrapolated"] = round(tiles["default"] * passes * per_tile[precision] + overhead, 1)
+    result = {"parameters": sum(p.numel() for p in network.parameters()), "task": task,
+              "image_voxels_xyz": list(sitk.ReadImage(ct).GetSize()),
+              "preprocessed_shape_zyx": list(data.shape[1:]), "patch": list(default.configuration_manager.patch_size),
+              "tiles": tiles, "mirror_passes_default": passes,
+              "seconds_per_tile": {k: round(v, 3) for k, v in per_tile.items()}, "seconds_per_case": per_case}
+    if memory:
+        result["peak_gpu_memory_gib_per_case"] = memory
+    return result
+
+
+def training_step(patch, batch: int, iters: int) -> dict:
+    """UniSeg's training step against stock nnU-Net's PlainConvUNet with the same stages, kernels, strides and patch
+    (uniseg_iteration.py's measurement: time, and peak memory on CUDA), in this run."""
+    result = {k: measure(k, DEVICE.type, patch, batch, iters) for k in ("stock", "uniseg")}
+    result["ratio_iter_time"] = round(result["uniseg"]["median_iter_s"] / result["stock"]["median_iter_s"], 3)
+    if DEVICE.type == "cuda":
+        result["ratio_peak_mem"] = round(result["uniseg"]["peak_mem_gib"] / result["stock"]["peak_mem_gib"], 3)
+    return {**result, "patch": list(patch), "batch": batch, "iterations_timed": iters}
 
 
 def dice(a: np.ndarray, b: np.ndarray, label: int) -> float:
@@ -223,18 +268,36 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS),
                    help="agreement variants to run (default: all)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="where the released architecture and the agreement models predict (default cpu); on cuda "
+                        "the default case is measured, not extrapolated, with peak GPU memory")
+    p.add_argument("--training", action="store_true",
+                   help="also time UniSeg's training step against stock nnU-Net's PlainConvUNet (same plans) in this "
+                        "run, with peak memory on CUDA")
+    p.add_argument("--training_patch", nargs=3, type=int, default=PAPER["patch_size"],
+                   help="--training: patch (default the paper's 64 192 192)")
+    p.add_argument("--training_batch", type=int, default=2, help="--training: batch (default the paper's 2)")
+    p.add_argument("--training_iters", type=int, default=20, help="--training: timed steps after 10 warm-up steps")
     p.add_argument("--out", default=None)
     p.add_argument("--_child_train", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._child_train:
         return _child_train(args._child_train[0], int(args._child_train[1]))
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
+    torch.backends.cudnn.benchmark = True  # as nnU-Net's trainer and predictor
+    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+               f"{args.threads} threads")
+    if DEVICE.type == "cuda":
+        machine += f", {torch.cuda.get_device_name()}"
     with tempfile.TemporaryDirectory() as root:
-        result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                             f"torch {torch.__version__}, {args.threads} threads",
+        result = {"machine": machine, "device": args.device,
                   "released_architecture": None if args.skip_released else
                   released_architecture(args.ct, args.task, args.repeats, root),
                   "agreement": [agreement(*pair.split("=", 1), root, args.variants) for pair in args.agreement]}
+        if args.training:
+            result["training_step"] = training_step(args.training_patch, args.training_batch, args.training_iters)
         if args.mirrored_from:
             model = train_mirrored(args.mirrored_from, os.path.join(root, "mirrored_results"))
             for member in ("Dataset511_RealLiverCT", "Dataset512_RealSpleenCT"):

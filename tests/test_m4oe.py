@@ -103,6 +103,37 @@ def test_adding_a_modality_keeps_trained_weights():
     assert not bigger.dataset_heads[0][3].weight.any()
 
 
+def test_adding_a_modality_to_the_papers_swin_unet(tmp_path):
+    """The command on a Swin-UNet checkpoint; nnU-Net's -pretrained_weights loader takes the output."""
+    from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+
+    from nnunetv2_universal.finetuning.m4oe_modality import main
+    from nnunetv2_universal.networks.swin_unet_moe import SwinUNetMoE
+
+    def swin(**kw):
+        return SwinUNetMoE(1, 4, kw.pop("num_tasks", 3), (64, 64), embed_dim=12, num_heads=(1, 2, 3, 4),
+                           window_size=2, **kw)
+    torch.manual_seed(0)
+    net = swin(num_experts=3)
+    torch.save({"network_weights": net.state_dict(), "init_args": {}, "trainer_name": "M4oESwinTrainer"},
+               tmp_path / "checkpoint_final.pth")
+    main(["-i", str(tmp_path / "checkpoint_final.pth"), "-o", str(tmp_path / "grown.pth"), "--copy_expert", "0",
+          "--new_tasks", "2", "--head_from", "1"])
+    bigger = swin(num_experts=4, num_tasks=5)
+    load_pretrained_weights(bigger, str(tmp_path / "grown.pth"))  # every key, in name and shape
+    layers = [m for m in net.modules() if hasattr(m, "experts")]
+    grown = [m for m in bigger.modules() if hasattr(m, "experts")]
+    assert len(layers) == len(grown) > 0
+    for old, new in zip(layers, grown):
+        assert torch.equal(new.experts[3][0].weight, old.experts[0][0].weight)
+        assert torch.equal(new.experts[2][0].weight, old.experts[2][0].weight)
+        assert torch.equal(new.gate.weight[3], old.gate.weight[0])
+    for task in (3, 4):
+        assert torch.equal(bigger.dataset_heads[task].weight, net.dataset_heads[1].weight)
+    with pytest.raises(ValueError, match="no expert 5"):
+        expand_for_new_modality(net.state_dict(), copy_from=5)
+
+
 def test_masked_image_modelling_loss_decreases():
     from nnunetv2_universal.training.m4oe_trainer import M4oEPretrainTrainer
     net = small_unet(with_reconstruction_head=True, deep_supervision=False)

@@ -164,38 +164,41 @@ def select_heads(heads: nn.ModuleList, features: torch.Tensor, tasks: torch.Tens
 
 def expand_for_new_modality(state_dict: dict, copy_from: int, new_tasks: int = 1,
                             head_init_from: Optional[int] = None) -> dict:
-    """State dict of an M4oEUNet with one more expert in every MoE layer (a copy of expert `copy_from`, with the
-    gate row copied) and `new_tasks` more dataset heads (copies of head `head_init_from`, or zero-initialised)."""
+    """State dict of an M4oE network (the 3D M4oEUNet or the paper's SwinUNetMoE) with one more expert in every MoE
+    layer (a copy of expert `copy_from`, with the gate row copied) and `new_tasks` more dataset heads (copies of head
+    `head_init_from`, or zero-initialised)."""
     out = dict(state_dict)
-    experts = {}
+    experts, tails = {}, {}  # MoE layer prefix (`...moe` in 3D, `...mlp` in Swin) -> expert indices / copied tails
     for key in state_dict:
-        if ".moe.experts." in key:
-            prefix, rest = key.split(".moe.experts.", 1)
+        if ".experts." in key:
+            prefix, rest = key.split(".experts.", 1)
             index, tail = rest.split(".", 1)
             experts.setdefault(prefix, set()).add(int(index))
             if int(index) == copy_from:
-                experts.setdefault((prefix, "tails"), set()).add(tail)
-    layers = [p for p in experts if isinstance(p, str)]
-    if not layers:
+                tails.setdefault(prefix, set()).add(tail)
+    if not experts:
         raise ValueError("the state dict has no MoE experts (is it an M4oE checkpoint with moe_in != 'none'?)")
-    for prefix in layers:
-        new_index = max(experts[prefix]) + 1
-        for tail in experts[(prefix, "tails")]:
-            out[f"{prefix}.moe.experts.{new_index}.{tail}"] = state_dict[f"{prefix}.moe.experts.{copy_from}.{tail}"]
+    for prefix, indices in experts.items():
+        if prefix not in tails:
+            raise ValueError(f"{prefix} has no expert {copy_from} (experts {sorted(indices)})")
+        for tail in tails[prefix]:
+            out[f"{prefix}.experts.{max(indices) + 1}.{tail}"] = state_dict[f"{prefix}.experts.{copy_from}.{tail}"]
         for part in ("weight", "bias"):
-            key = f"{prefix}.moe.gate.{part}"
-            if key in state_dict and state_dict[key].shape[0] == len(experts[prefix]):  # paper gate: one row each
+            key = f"{prefix}.gate.{part}"
+            if key in state_dict and state_dict[key].shape[0] == len(indices):  # paper gate: one row per expert
                 out[key] = torch.cat((state_dict[key], state_dict[key][copy_from:copy_from + 1]))
-    heads = {}
+    heads = {}  # (head group, tail) -> task indices; 3D: dataset_heads.LEVEL.TASK.TAIL, Swin: dataset_heads.TASK.TAIL
     for key in state_dict:
         if key.startswith("dataset_heads."):
-            level, task, tail = key.split(".")[1:4]
-            heads.setdefault((int(level), tail), []).append(int(task))
-    for (level, tail), tasks in heads.items():
-        n = max(tasks) + 1
+            parts = key.split(".")[1:]
+            group = parts[0] if parts[1].isdigit() else None
+            parts = parts[1:] if group is not None else parts
+            heads.setdefault((group, ".".join(parts[1:])), []).append(int(parts[0]))
+    for (group, tail), tasks in heads.items():
+        base = "dataset_heads." + (f"{group}." if group is not None else "")
+        source = state_dict[f"{base}{head_init_from if head_init_from is not None else 0}.{tail}"]
         for i in range(new_tasks):
-            source = state_dict[f"dataset_heads.{level}.{head_init_from if head_init_from is not None else 0}.{tail}"]
-            out[f"dataset_heads.{level}.{n + i}.{tail}"] = source.clone() if head_init_from is not None \
+            out[f"{base}{max(tasks) + 1 + i}.{tail}"] = source.clone() if head_init_from is not None \
                 else torch.zeros_like(source)
     return out
 
