@@ -90,21 +90,34 @@ class Data:
 DATA = {"synthetic": Data("synthetic", 900, "Synth", 501), "real": Data("real", 910, "RealCT", 511)}
 
 
-def prepare(root: str, data: Data, num_train: int, num_test: int, source=None, single_task: bool = False) -> dict:
+def prepare(root: str, data: Data, num_train: int, num_test: int, source=None, single_task: bool = False,
+            antialias: bool = False) -> dict:
     env = dict(os.environ, nnUNet_raw=os.path.join(root, "raw"), nnUNet_preprocessed=os.path.join(root, "pre"),
                nnUNet_results=os.path.join(root, "results"), nnUNet_def_n_proc="1")
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         os.makedirs(env[key], exist_ok=True)
     if not os.path.isdir(os.path.join(env["nnUNet_raw"], data.member(0))):
         data.write_members(env["nnUNet_raw"], num_train, num_test, source)
+    template = "cpu_demo"
+    if antialias:  # the cpu_demo plans with anti-aliased image downsampling (in training and prediction)
+        from nnunetv2_universal.collection.templates import load_template
+        template = os.path.join(root, "cpu_demo_antialias.json")
+        with open(template, "w") as f:
+            json.dump({**load_template("cpu_demo"), "antialias": True}, f, indent=1)
     for collection, name, tasks in data.collections(single_task):
         if os.path.isdir(os.path.join(env["nnUNet_preprocessed"], f"Dataset{collection}_{name}")):
             continue
         ids = [str(data.first_id + i) for i in tasks]
         for cmd in (["nnUNetv2_universal_build_collection", "-d", *ids, "-o", str(collection), "-n", name],
-                    ["nnUNetv2_universal_plan_and_preprocess", "-d", str(collection), "-pl", "cpu_demo", "-np", "1",
+                    ["nnUNetv2_universal_plan_and_preprocess", "-d", str(collection), "-pl", template, "-np", "1",
                      "--no_pbar"]):
             subprocess.run([os.path.join(BIN, cmd[0])] + cmd[1:], env=env, check=True, stdout=subprocess.DEVNULL)
+    for collection, name, _ in data.collections(single_task):
+        with open(os.path.join(env["nnUNet_preprocessed"], f"Dataset{collection}_{name}", PLANS + ".json")) as f:
+            planned = json.load(f)["configurations"]["3d_fullres"]["resampling_fn_data"]
+        if (planned == "resample_data_antialiased_to_shape") != antialias:
+            raise SystemExit(f"{root} was prepared {'without' if antialias else 'with'} --antialias; use another "
+                             f"--workdir")
     return env
 
 
@@ -325,6 +338,8 @@ def main(argv=None):
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--workdir", default=None, help="reuse this folder (data are prepared once)")
     parser.add_argument("--parallel", type=int, default=2, help="training processes at a time (one thread each)")
+    parser.add_argument("--antialias", action="store_true", help="plan with the template key `antialias` (images "
+                        "smoothed before downsampling, in training and prediction); use a fresh --workdir")
     parser.add_argument("--num_train", type=int, default=8)
     parser.add_argument("--num_test", type=int, default=4)
     parser.add_argument("--out", default=None)
@@ -359,7 +374,7 @@ def main(argv=None):
         print(markdown(summary))
         return
     root = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix="conditioning_"))
-    env = prepare(root, data, args.num_train, args.num_test, args.source, args.single_task)
+    env = prepare(root, data, args.num_train, args.num_test, args.source, args.single_task, args.antialias)
     runs_dir = os.path.join(root, "runs")
     os.makedirs(runs_dir, exist_ok=True)
 

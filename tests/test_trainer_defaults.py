@@ -106,6 +106,8 @@ def test_partial_mirroring_is_a_subset_of_the_models_axes():
     (["--uniform_tiles"], {"tile_step_size": 0.5, "use_mirroring": True, "use_gaussian": False, "cpu_bf16": False}),
     (["-mirror_axes", "2", "1"], {"tile_step_size": 0.5, "use_mirroring": True, "use_gaussian": True,
                                   "cpu_bf16": False, "mirror_axes": (1, 2)}),
+    (["--antialias"], {"tile_step_size": 0.5, "use_mirroring": True, "use_gaussian": True, "cpu_bf16": False,
+                       "antialias": True}),
 ])
 def test_the_fast_path_flags_reach_the_predictor(flags, expected, monkeypatch):
     from nnunetv2_universal.inference import predict_cli
@@ -113,7 +115,7 @@ def test_the_fast_path_flags_reach_the_predictor(flags, expected, monkeypatch):
     from nnunetv2_universal.devices import cpu_has_native_bf16
     if expected["cpu_bf16"] == "native":  # --fast uses bf16 only where the CPU has it in hardware
         expected = dict(expected, cpu_bf16=cpu_has_native_bf16())
-    expected = {"mirror_axes": (0, 1, 2), **expected}  # a model trained mirroring every axis
+    expected = {"mirror_axes": (0, 1, 2), "antialias": False, **expected}  # a model trained mirroring every axis
     args = predict_cli._parser().parse_args(["-d", "900", "--task", "T", "-i", "in", "-o", "out"] + flags)
     assert predict_cli.predictor_settings(args) == {k: v for k, v in expected.items() if k != "mirror_axes"}
     made = {}
@@ -123,7 +125,7 @@ def test_the_fast_path_flags_reach_the_predictor(flags, expected, monkeypatch):
 
     def initialise(self, *a, **k):  # the predictor as main() configured it, before any model is read
         made.update(tile_step_size=self.tile_step_size, use_mirroring=self.use_mirroring,
-                    use_gaussian=self.use_gaussian, cpu_bf16=self.cpu_bf16)
+                    use_gaussian=self.use_gaussian, cpu_bf16=self.cpu_bf16, antialias=self.antialias)
         self.allowed_mirroring_axes = (0, 1, 2)
         made["predictor"] = self
 

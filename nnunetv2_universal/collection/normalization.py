@@ -2,7 +2,8 @@
 
 nnU-Net looks normalisation classes up inside its own package only. Every preprocessing the plugin runs (planning,
 task views, stock `nnUNetv2_predict` through the task hook) uses `UniversalPreprocessor`, which resolves the
-plugin's scheme names first and nnU-Net's otherwise.
+plugin's scheme names first and nnU-Net's otherwise. Its configuration manager also finds the plugin's resampling
+functions (`collection/resampling.py`) by name.
 
 - `ClippedZScoreNormalization` (registry scheme `ct_clip_zscore`): clip to the task's fixed window, then z-score
   over the clipped image itself: Hermes' reference recipe for CT ([-991, 500]; plans template key
@@ -12,13 +13,18 @@ plugin's scheme names first and nnU-Net's otherwise.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import nnunetv2
 import numpy as np
 from batchgenerators.utilities.file_and_folder_operations import join
 from nnunetv2.preprocessing.normalization.default_normalization_schemes import ImageNormalization
+from nnunetv2.preprocessing.resampling.default_resampling import resample_data_or_seg_to_shape
 from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
 from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
+
+from nnunetv2_universal.collection.resampling import PLUGIN_RESAMPLING, resample_data_antialiased_to_shape
 
 
 class _ClipThenZScore(ImageNormalization):
@@ -81,13 +87,26 @@ class UniversalPreprocessor(DefaultPreprocessor):
 
 
 class UniversalConfigurationManager(ConfigurationManager):
-    """A task view's ConfigurationManager: nnU-Net's default preprocessor becomes UniversalPreprocessor."""
+    """A task view's ConfigurationManager: nnU-Net's default preprocessor becomes UniversalPreprocessor, and the
+    plugin's resampling functions are found by name (plans) or switched on for images (`antialias`, --antialias)."""
+
+    antialias = False  # prediction: anti-aliased image downsampling for a model planned with nnU-Net's resampling
 
     @property
     def preprocessor_class(self):
         if self.preprocessor_name == DefaultPreprocessor.__name__:
             return UniversalPreprocessor
         return super().preprocessor_class
+
+    @property
+    def resampling_fn_data(self):
+        name = self.configuration["resampling_fn_data"]
+        if name not in PLUGIN_RESAMPLING and not self.antialias:
+            return super().resampling_fn_data
+        if name not in PLUGIN_RESAMPLING and name != resample_data_or_seg_to_shape.__name__:
+            raise RuntimeError(f"--antialias wraps nnU-Net's {resample_data_or_seg_to_shape.__name__}; this "
+                               f"configuration resamples images with {name}")
+        return partial(resample_data_antialiased_to_shape, **self.configuration["resampling_fn_data_kwargs"])
 
 
 def use_plugin_preprocessing(configuration_manager: ConfigurationManager) -> ConfigurationManager:

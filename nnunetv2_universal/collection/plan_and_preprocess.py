@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from nnunetv2_universal.cli import command_parser, console_command
 from nnunetv2_universal.collection.build import load_collection_dataset_json
+from nnunetv2_universal.collection.resampling import resample_data_antialiased_to_shape
 from nnunetv2_universal.collection.task_plans import TASKS_KEY, TaskView, ct_window_intensity_properties
 from nnunetv2_universal.collection.templates import load_template
 from nnunetv2_universal.collection.training_data_checks import check_datasets
@@ -168,7 +169,9 @@ def collection_plans(dataset_name: str, registry: TaskRegistry, settings: Dict[s
         "spacing": first["spacing"],
         "normalization_schemes": first["normalization_schemes"],
         "use_mask_for_norm": first["use_mask_for_norm"],
-        "resampling_fn_data": resampling_data.__name__,
+        # template `antialias`: images are smoothed before they are downsampled (collection/resampling.py)
+        "resampling_fn_data": (resample_data_antialiased_to_shape if template.get("antialias") else
+                               resampling_data).__name__,
         "resampling_fn_seg": resampling_seg.__name__,
         "resampling_fn_data_kwargs": data_kwargs,
         "resampling_fn_seg_kwargs": seg_kwargs,

@@ -167,7 +167,8 @@ def load_template(name_or_path: str) -> dict:
     `whole_slices` coarsens each task's in-plane spacing so that every slice fits the patch (M4oE's Swin-UNet);
     `ct_clip_zscore: [low, high]` clips CT channels to [low, high] and z-scores each image instead of the registry's
     CT window (Hermes' reference: [-991, 500]); `zscore_clip_p2_p98: true` clips z-scored channels (MR, PET) to
-    each image's 2nd / 98th percentiles first (the reference)."""
+    each image's 2nd / 98th percentiles first (the reference); `antialias: true` smooths images before they are
+    downsampled to a task's spacing (nnunetv2_universal/collection/resampling.py; nnU-Net does not)."""
     if name_or_path in TEMPLATES:
         return copy.deepcopy(TEMPLATES[name_or_path])
     if not os.path.isfile(name_or_path):

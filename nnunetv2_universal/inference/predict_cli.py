@@ -63,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
                         "training orientation; a subset of the model's mirroring axes): 2^n network passes per tile "
                         "instead of 2^3 (default: every axis the model was trained to mirror; no mirroring with "
                         "--fast / --disable_tta)")
+    p.add_argument("--antialias", action="store_true",
+                   help="smooth each input image before downsampling it to the task's spacing (Gaussian, sigma = "
+                        "(factor - 1) / 2 voxels per axis); for inputs much finer than the images the model was "
+                        "trained on (docs/explanation/learning-the-condition.md)")
     p.add_argument("--uniform_tiles", action="store_true",
                    help="average overlapping tiles with equal weights instead of nnU-Net's Gaussian (Hermes' reference "
                         "inference)")
@@ -107,7 +111,7 @@ def predictor_settings(args) -> dict:
     in hardware; the step stays (fewer tiles changed the answer too much, docs/performance.md)."""
     return {"tile_step_size": args.step_size, "use_mirroring": not (args.disable_tta or args.fast),
             "use_gaussian": not args.uniform_tiles,
-            "cpu_bf16": bool(args.cpu_bf16 or (args.fast and cpu_has_native_bf16()))}
+            "cpu_bf16": bool(args.cpu_bf16 or (args.fast and cpu_has_native_bf16())), "antialias": args.antialias}
 
 
 def mirror_axes_subset(trained, requested) -> tuple:
@@ -160,6 +164,7 @@ def main(argv=None):
                                    allow_tqdm=not args.disable_progress_bar)
     predictor.reorient = not args.no_reorient
     predictor.cpu_bf16 = settings["cpu_bf16"]
+    predictor.antialias = settings["antialias"]
     if args.fast:
         print(f"--fast: no mirroring, {'bfloat16' if settings['cpu_bf16'] else 'float32 (no bf16 in this CPU)'}"
               f"{' on the CPU' if device.type == 'cpu' else ''}, step size {settings['tile_step_size']}",

@@ -135,6 +135,7 @@ class UniversalPredictor(nnUNetPredictor):
     configuration_name = "3d_fullres"
     reorient = True  # bring inputs to each task's training orientation (nnunetv2_universal.orientation)
     cpu_bf16 = False  # bfloat16 autocast on the CPU (nnU-Net autocasts on CUDA only); --cpu_bf16 / --fast
+    antialias = False  # anti-aliased downsampling of the input images (collection/resampling.py); --antialias
     _case_progress: Optional[CaseProgress] = None  # the running case's bar (--all-tasks: across task groups)
 
     def _remember_collection(self):
@@ -192,6 +193,7 @@ class UniversalPredictor(nnUNetPredictor):
         first = views[0]
         self.plans_manager = first.plans_manager
         self.configuration_manager = first.configuration_manager
+        self.configuration_manager.antialias = self.antialias
         self.dataset_json = first.dataset_json
         self.label_manager = first.label_manager
         return views
