@@ -3,7 +3,7 @@ patient b (0.98 x 0.98 x 2 mm, downsampled to the task's 6 x 6 x 3 mm, about 6x 
 anti-aliasing Gaussian (`--antialias`), and score own Dice and cross-activation in b's own geometry.
 
     python benchmarks/second_patient_resolution.py --workdir DIR --trainer UniSegTrainerTaskHeads_cpuDemo \
-        --seeds 0 1 2 --out benchmarks/second_patient_resolution_cpu.json
+        --seeds 0 1 2 [--patient a] --out benchmarks/second_patient_resolution_cpu.json
 
 nnU-Net resamples without anti-aliasing (third-order spline, no smoothing), so a fine CT brought to a coarse
 target spacing aliases; the training patient (3 mm) is downsampled only 2x. Inputs, per task (`--task`):
@@ -24,13 +24,15 @@ import sys
 
 import SimpleITK as sitk
 
-MEMBERS = {"RealLiverCT": ("Dataset511_RealLiverCT", "realliverct_b_000", 1, 2),  # member, case, own, other
-           "RealSpleenCT": ("Dataset512_RealSpleenCT", "realspleenct_b_000", 2, 1)}  # structuresTs: liver 1, spleen 2
+MEMBERS = {"RealLiverCT": ("Dataset511_RealLiverCT", "realliverct", 1, 2),  # member, case prefix, own, other
+           "RealSpleenCT": ("Dataset512_RealSpleenCT", "realspleenct", 2, 1)}  # structuresTs: liver 1, spleen 2
 TRAINING_PATIENT_XYZ = (3.0, 3.0, 3.0)
 
 
 def anti_aliased(image: sitk.Image, target_xyz) -> sitk.Image:
     sigma_mm = [max(0.0, (t / s - 1) / 2) * s for t, s in zip(target_xyz, image.GetSpacing())]
+    if min(sigma_mm) <= 0:  # (the filter needs sigma > 0 on every axis; only b, finer on every axis, is smoothed)
+        return image
     return sitk.SmoothingRecursiveGaussian(sitk.Cast(image, sitk.sitkFloat32), sigma_mm)
 
 
@@ -57,13 +59,16 @@ def main(argv=None):
     parser.add_argument("--workdir", required=True, help="the --workdir of benchmarks/real_anatomy.py")
     parser.add_argument("--trainer", default="UniSegTrainerTaskHeads_cpuDemo")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--patient", choices=("a", "b"), default="b",
+                        help="b: the second patient (default); a: the training patient's held-out crop (3 mm)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     root = os.path.abspath(args.workdir)
-    raw, work = os.path.join(root, "raw"), os.path.join(root, "resolution", args.trainer)
+    raw, work = os.path.join(root, "raw"), os.path.join(root, "resolution", args.trainer, args.patient)
     predict = os.path.join(os.path.dirname(sys.executable), "nnUNetv2_universal_predict")
     runs = {}
-    for task, (member, case, own, other) in MEMBERS.items():
+    for task, (member, prefix, own, other) in MEMBERS.items():
+        case = f"{prefix}_{args.patient}_000"
         structures = sitk.ReadImage(os.path.join(raw, member, "structuresTs", f"{case}.nii.gz"))
         for name, (image, flags) in inputs(sitk.ReadImage(os.path.join(raw, member, "imagesTs", f"{case}_0000.nii.gz"))).items():
             folder = os.path.join(work, "inputs", task, name)
@@ -84,7 +89,7 @@ def main(argv=None):
     summary = {task: {name: {"median_dice": statistics.median(r["dice"] for r in rs),
                              "median_cross_activation": statistics.median(r["cross_activation"] for r in rs)}
                       for name, rs in per_input.items()} for task, per_input in runs.items()}
-    result = {"trainer": args.trainer, "seeds": args.seeds, "summary": summary, "runs": runs}
+    result = {"trainer": args.trainer, "patient": args.patient, "seeds": args.seeds, "summary": summary, "runs": runs}
     print(json.dumps(summary, indent=1))
     if args.out:
         with open(args.out, "w") as f:
