@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 from nnunetv2.preprocessing.resampling.default_resampling import resample_data_or_seg_to_shape
 from scipy.ndimage import gaussian_filter
 
@@ -47,7 +48,7 @@ def test_downsampling_a_real_ct_without_aliasing():
         resample_data_or_seg_to_shape(data, (2, 256, 256), current, (1.0, 0.125, 0.125), **KWARGS))
 
 
-def _view(resampling_fn_data: str = "resample_data_or_seg_to_shape") -> TaskView:
+def _collection(resampling_fn_data: str = "resample_data_or_seg_to_shape") -> tuple:
     from test_task_plans import _plans
     plans = _plans()
     plans["configurations"]["3d_fullres"]["resampling_fn_data"] = resampling_fn_data
@@ -55,7 +56,25 @@ def _view(resampling_fn_data: str = "resample_data_or_seg_to_shape") -> TaskView
                              TaskSpec("b", "Dataset502_B", {"0": "T2", "1": "ADC"}, {"background": 0, "z": 1})])
     dataset_json = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "g": 1}, "file_ending": ".nii.gz",
                     "numTraining": 1}
+    return plans, dataset_json, registry
+
+
+def _view(resampling_fn_data: str = "resample_data_or_seg_to_shape") -> TaskView:
+    plans, dataset_json, registry = _collection(resampling_fn_data)
     return TaskView(plans, dataset_json, registry, "a", "3d_fullres")
+
+
+@pytest.mark.parametrize("antialias", [False, True])
+def test_the_predictors_flag_reaches_the_selected_tasks_preprocessing(antialias):
+    """--antialias sets UniversalPredictor.antialias; selecting a task hands it to that task's configuration."""
+    from nnunetv2_universal.inference.predictor import UniversalPredictor
+    predictor = UniversalPredictor(device=torch.device("cpu"), allow_tqdm=False)
+    predictor.collection_plans, predictor.collection_dataset_json, predictor.registry = _collection()
+    predictor.views, predictor.antialias = {}, antialias
+    predictor.select_task("a")
+    resample = predictor.configuration_manager.resampling_fn_data
+    assert resample.func is (resample_data_antialiased_to_shape if antialias else resample_data_or_seg_to_shape)
+    assert resample.keywords == {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None}
 
 
 def test_the_prediction_flag_and_the_plans_name_reach_preprocessing(tmp_path):
