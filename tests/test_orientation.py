@@ -93,6 +93,31 @@ def _read_shape(reader, path):
     return reader.read_images([path])[0].shape
 
 
+@pytest.mark.parametrize("degrees,axis,handedness", [(20, 2, 1), (45, 2, -1), (60, 2, 1), (60, 0, -1), (135, 0, 1)])
+def test_oblique_images_go_back_voxel_for_voxel(tmp_path, degrees, axis, handedness):
+    """Oblique acquisitions (rotated direction cosines, right- or left-handed): read into the training orientation
+    by the closest axis permutation / flip and written back with the input's own voxels and geometry."""
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    i, j = [a for a in range(3) if a != axis]
+    rotation = np.eye(3)
+    rotation[[i, i, j, j], [i, j, i, j]] = c, -s, s, c
+    labels = np.random.default_rng(degrees).integers(0, 4, (7, 9, 11)).astype(np.uint8)
+    image = sitk.GetImageFromArray(labels)
+    image.SetSpacing((1.0, 2.0, 3.0))
+    image.SetOrigin((5.0, -3.0, 2.0))
+    image.SetDirection(tuple((rotation @ np.diag([-1.0, 1.0, handedness])).ravel()))
+    sitk.WriteImage(image, str(tmp_path / "in.nii.gz"))
+    io = reorienting_reader("RAS")()
+    data, properties = io.read_images([str(tmp_path / "in.nii.gz")])
+    assert sorted(data.shape[1:]) == sorted(labels.shape)  # a permutation, no resampling
+    io.write_seg(data[0].astype(np.uint8), str(tmp_path / "out.nii.gz"), properties)
+    back = sitk.ReadImage(str(tmp_path / "out.nii.gz"))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), labels)
+    np.testing.assert_allclose(back.GetDirection(), image.GetDirection(), atol=1e-6)
+    np.testing.assert_allclose(back.GetOrigin(), image.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(back.GetSpacing(), image.GetSpacing())
+
+
 def test_readers_pickle_into_spawned_workers(tmp_path):
     """nnU-Net hands readers to worker pools (evaluation, export): a fresh process must resolve the class by name."""
     import multiprocessing
