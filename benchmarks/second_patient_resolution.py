@@ -1,4 +1,4 @@
-"""How much of the second patient's error is resampling? Models trained by benchmarks/real_anatomy.py predict
+"""How much of the second patient's error is resampling, or contrast? Models trained by benchmarks/real_anatomy.py predict
 patient b (0.98 x 0.98 x 2 mm, downsampled to the task's 6 x 6 x 3 mm, about 6x in-plane) as stored and after an
 anti-aliasing Gaussian (`--antialias`), and score own Dice and cross-activation in b's own geometry.
 
@@ -10,7 +10,9 @@ target spacing aliases; the training patient (3 mm) is downsampled only 2x. Inpu
 - `as_stored`: b as the benchmark predicts it;
 - `antialias`: b as stored, predicted with `--antialias` (smoothed in preprocessing with sigma = (factor - 1) / 2
   voxels per axis, factor = target spacing / spacing, the usual anti-aliasing rule, then nnU-Net's resampling);
-- `smoothed_to_3mm`: b smoothed for, and resampled (linear) to, the training patient's 3 mm, then the pipeline.
+- `smoothed_to_3mm`: b smoothed for, and resampled (linear) to, the training patient's 3 mm, then the pipeline;
+- `body_minus_50hu`: b with every voxel above -200 HU lowered by 50 HU. b is contrast-enhanced (liver and spleen
+  about 50 HU brighter than in a, see `median_hu` in the output): does the contrast phase explain the error?
 Scores: Dice of the task's own structure, and the share of the other task's structure labelled (structuresTs).
 """
 from __future__ import annotations
@@ -22,11 +24,13 @@ import statistics
 import subprocess
 import sys
 
+import numpy as np
 import SimpleITK as sitk
 
 MEMBERS = {"RealLiverCT": ("Dataset511_RealLiverCT", "realliverct", 1, 2),  # member, case prefix, own, other
            "RealSpleenCT": ("Dataset512_RealSpleenCT", "realspleenct", 2, 1)}  # structuresTs: liver 1, spleen 2
 TRAINING_PATIENT_XYZ = (3.0, 3.0, 3.0)
+BODY_HU, HU_SHIFT = -200.0, -50.0
 
 
 def anti_aliased(image: sitk.Image, target_xyz) -> sitk.Image:
@@ -36,13 +40,31 @@ def anti_aliased(image: sitk.Image, target_xyz) -> sitk.Image:
     return sitk.SmoothingRecursiveGaussian(sitk.Cast(image, sitk.sitkFloat32), sigma_mm)
 
 
-def inputs(image: sitk.Image) -> dict:
+def body_shifted(image: sitk.Image, shift: float) -> sitk.Image:
+    array = sitk.GetArrayFromImage(image).astype("float32")
+    array[array > BODY_HU] += shift
+    shifted = sitk.GetImageFromArray(array)
+    shifted.CopyInformation(image)
+    return shifted
+
+
+INPUTS = ("as_stored", "antialias", "smoothed_to_3mm", "body_minus_50hu")
+
+
+def inputs(image: sitk.Image, names=INPUTS) -> dict:
     """name -> (image, extra prediction flags)"""
-    to_3mm = anti_aliased(image, TRAINING_PATIENT_XYZ)
     size = [int(round(n * s / t)) for n, s, t in zip(image.GetSize(), image.GetSpacing(), TRAINING_PATIENT_XYZ)]
-    return {"as_stored": (image, []), "antialias": (image, ["--antialias"]),
-            "smoothed_to_3mm": (sitk.Resample(to_3mm, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(),
-                                              TRAINING_PATIENT_XYZ, image.GetDirection(), -1024.0), [])}
+    make = {"as_stored": lambda: (image, []), "antialias": lambda: (image, ["--antialias"]),
+            "smoothed_to_3mm": lambda: (sitk.Resample(anti_aliased(image, TRAINING_PATIENT_XYZ), size,
+                                                      sitk.Transform(), sitk.sitkLinear, image.GetOrigin(),
+                                                      TRAINING_PATIENT_XYZ, image.GetDirection(), -1024.0), []),
+            "body_minus_50hu": lambda: (body_shifted(image, HU_SHIFT), [])}
+    return {name: make[name]() for name in names}
+
+
+def median_hu(image: sitk.Image, structures: sitk.Image) -> dict:
+    values, truth = sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(structures)
+    return {name: float(np.median(values[truth == label])) for name, label in (("liver", 1), ("spleen", 2))}
 
 
 def scores(prediction: str, structures: sitk.Image, own: int, other: int) -> tuple:
@@ -61,16 +83,22 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--patient", choices=("a", "b"), default="b",
                         help="b: the second patient (default); a: the training patient's held-out crop (3 mm)")
+    parser.add_argument("--inputs", nargs="+", choices=INPUTS, default=list(INPUTS), help="default: all")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     root = os.path.abspath(args.workdir)
     raw, work = os.path.join(root, "raw"), os.path.join(root, "resolution", args.trainer, args.patient)
     predict = os.path.join(os.path.dirname(sys.executable), "nnUNetv2_universal_predict")
-    runs = {}
+    runs, hu = {}, {}
     for task, (member, prefix, own, other) in MEMBERS.items():
         case = f"{prefix}_{args.patient}_000"
+        for patient in ("a", "b"):  # both patients' organ intensities, whichever is predicted
+            hu[f"{prefix}_{patient}_000"] = median_hu(*(sitk.ReadImage(os.path.join(
+                raw, member, folder, f"{prefix}_{patient}_000{suffix}.nii.gz")) for folder, suffix in
+                (("imagesTs", "_0000"), ("structuresTs", ""))))
         structures = sitk.ReadImage(os.path.join(raw, member, "structuresTs", f"{case}.nii.gz"))
-        for name, (image, flags) in inputs(sitk.ReadImage(os.path.join(raw, member, "imagesTs", f"{case}_0000.nii.gz"))).items():
+        image = sitk.ReadImage(os.path.join(raw, member, "imagesTs", f"{case}_0000.nii.gz"))
+        for name, (image, flags) in inputs(image, args.inputs).items():
             folder = os.path.join(work, "inputs", task, name)
             os.makedirs(folder, exist_ok=True)
             sitk.WriteImage(image, os.path.join(folder, f"{case}_0000.nii.gz"))
@@ -89,7 +117,8 @@ def main(argv=None):
     summary = {task: {name: {"median_dice": statistics.median(r["dice"] for r in rs),
                              "median_cross_activation": statistics.median(r["cross_activation"] for r in rs)}
                       for name, rs in per_input.items()} for task, per_input in runs.items()}
-    result = {"trainer": args.trainer, "patient": args.patient, "seeds": args.seeds, "summary": summary, "runs": runs}
+    result = {"trainer": args.trainer, "patient": args.patient, "seeds": args.seeds, "median_hu": hu,
+              "summary": summary, "runs": runs}
     print(json.dumps(summary, indent=1))
     if args.out:
         with open(args.out, "w") as f:
