@@ -1,5 +1,5 @@
-"""How much of the second patient's error is resampling, or contrast? Models trained by benchmarks/real_anatomy.py predict
-patient b (0.98 x 0.98 x 2 mm, downsampled to the task's 6 x 6 x 3 mm, about 6x in-plane) as stored and after an
+"""How much of the second patient's error is resampling, or contrast? Models trained by benchmarks/real_anatomy.py
+predict patient b (0.98 x 0.98 x 2 mm, downsampled to the task's 6 x 6 x 3 mm, about 6x in-plane) as stored and after an
 anti-aliasing Gaussian (`--antialias`), and score own Dice and cross-activation in b's own geometry.
 
     python benchmarks/second_patient_resolution.py --workdir DIR --trainer UniSegTrainerTaskHeads_cpuDemo \
