@@ -20,7 +20,8 @@
    --fast plus step 1 (fewest tiles), and with mirroring over the x axis only and over y and x (`-mirror_axes`: 2 and 4
    passes instead of 8; differs from the default only on models trained with mirroring); Dice of each against the
    default per label, and wall times (`--variants` picks some). Random weights say nothing about agreement, trained
-   models do.
+   models do. `--mirrored_from WORKDIR` trains such models with mirroring on the real-CT collection (one per
+   `--mirrored_seeds`, for `--mirrored_epochs`) and reports the medians over seeds.
 3. `--device cuda` (on a GPU): the same on the GPU, under nnU-Net's float16 autocast, with the default case measured
    instead of extrapolated and the peak GPU memory of each case; `--training` adds UniSeg's training step (time and
    peak memory) against stock nnU-Net's PlainConvUNet with the same stages and patch, measured in the same run:
