@@ -96,6 +96,12 @@ def test_partial_mirroring_is_a_subset_of_the_models_axes():
         mirror_axes_subset((1, 2), [0])
 
 
+def test_fast_says_nothing_for_a_model_trained_without_mirroring():
+    from nnunetv2_universal.inference.predict_cli import fast_notice
+    assert fast_notice(None) is None and fast_notice(()) is None
+    assert "-mirror_axes 2 or -mirror_axes 1 2 instead of --fast" in fast_notice((1, 2))
+
+
 @pytest.mark.parametrize("flags, expected", [
     ([], {"tile_step_size": 0.5, "use_mirroring": True, "use_gaussian": True, "cpu_bf16": False}),
     (["--fast"], {"tile_step_size": 0.5, "use_mirroring": False, "use_gaussian": True, "cpu_bf16": "native"}),
@@ -109,7 +115,7 @@ def test_partial_mirroring_is_a_subset_of_the_models_axes():
     (["--antialias"], {"tile_step_size": 0.5, "use_mirroring": True, "use_gaussian": True, "cpu_bf16": False,
                        "antialias": True}),
 ])
-def test_the_fast_path_flags_reach_the_predictor(flags, expected, monkeypatch):
+def test_the_fast_path_flags_reach_the_predictor(flags, expected, monkeypatch, capsys):
     from nnunetv2_universal.inference import predict_cli
     from nnunetv2_universal.inference.predictor import UniversalPredictor
     from nnunetv2_universal.devices import cpu_has_native_bf16
@@ -147,6 +153,9 @@ def test_the_fast_path_flags_reach_the_predictor(flags, expected, monkeypatch):
     finally:
         torch.set_num_threads(threads)
     assert made == expected
+    # --fast on this model (trained mirroring) says that the answer changes, and what lies in between
+    assert ("trained mirroring over axes [0, 1, 2]; without test-time mirroring its answer changes"
+            in capsys.readouterr().err) == ("--fast" in flags)
 
 
 def test_bf16_autocast_runs_the_network_in_bfloat16_on_the_cpu_and_returns_float32():
