@@ -120,9 +120,9 @@ def fast_notice(trained_mirroring_axes) -> Optional[str]:
     if not trained_mirroring_axes:
         return None  # trained without mirroring: --fast predicts what the default predicts
     return (f"--fast: this model was trained mirroring over axes {list(trained_mirroring_axes)}; without test-time "
-            f"mirroring its answer changes (median Dice 0.59 to 0.96 against the default on the real-CT benchmark's "
-            f"models, docs/performance.md); -mirror_axes 2 or -mirror_axes 1 2 instead of --fast runs 2 or 4 of the "
-            f"8 passes")
+            "mirroring its answer changes (median Dice 0.59 to 0.96 against the default on the real-CT benchmark's "
+            "models, docs/performance.md); -mirror_axes 2 or -mirror_axes 1 2 instead of --fast runs 2 or 4 of the "
+            "8 passes")
 
 
 def mirror_axes_subset(trained, requested) -> tuple:
