@@ -64,14 +64,14 @@ DEVICE = torch.device("cpu")  # --device
 
 
 def predictor_for(model_folder: str, task: str, tile_step_size=0.5, use_mirroring=True, cpu_bf16=False,
-                  mirror_axes=None):
+                  mirror_axes=None, tile_mirroring=False):
     predictor = UniversalPredictor(tile_step_size=tile_step_size, use_mirroring=use_mirroring, device=DEVICE,
                                    perform_everything_on_device=DEVICE.type == "cuda", allow_tqdm=False,
                                    verbose=False)
     predictor.initialize_from_trained_model_folder(model_folder, (0,), "checkpoint_final.pth")
     if mirror_axes is not None and predictor.allowed_mirroring_axes:  # as -mirror_axes (models trained mirroring)
         predictor.allowed_mirroring_axes = mirror_axes_subset(predictor.allowed_mirroring_axes, mirror_axes)
-    predictor.cpu_bf16 = cpu_bf16
+    predictor.cpu_bf16, predictor.tile_mirroring = cpu_bf16, tile_mirroring
     predictor.select_task(task)
     return predictor
 
@@ -178,7 +178,10 @@ def dice(a: np.ndarray, b: np.ndarray, label: int) -> float:
 
 VARIANTS = {"fast": FAST, "fast_bf16": {**FAST, "cpu_bf16": True}, "fast_fewest_tiles": {**FAST, **FEWEST_TILES},
             # partial test-time mirroring (-mirror_axes): 2 and 4 passes instead of 8
-            "mirror_x": {"mirror_axes": (2,)}, "mirror_yx": {"mirror_axes": (1, 2)}}
+            "mirror_x": {"mirror_axes": (2,)}, "mirror_yx": {"mirror_axes": (1, 2)},
+            # one pass per tile, each tile mirrored by its place (--tile_mirroring); fewer tiles, overlap >= 25 %
+            "fast_tile_mirroring": {**FAST, "tile_mirroring": True}, "fast_step_075": {**FAST, "tile_step_size": 0.75},
+            "fast_tile_mirroring_step_075": {**FAST, "tile_mirroring": True, "tile_step_size": 0.75}}
 # (bf16 forced: its agreement, whatever it costs on this CPU)
 
 
@@ -196,7 +199,7 @@ def agreement(model_folder: str, images: str, root: str, variants=tuple(VARIANTS
         predictor.predict_from_files_sequential(images, out, False, True, None)
         runs[name] = {"seconds": round(time.perf_counter() - start, 1), "folder": out,
                       "mirror_passes": mirror_passes(predictor), "step": predictor.tile_step_size,
-                      "bf16": predictor.cpu_bf16}
+                      "bf16": predictor.cpu_bf16, "tile_mirroring": predictor.tile_mirroring}
 
     def read(name, case):
         return sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(runs[name]["folder"], case + ending)))

@@ -13,6 +13,9 @@ target spacing aliases; the training patient (3 mm) is downsampled only 2x. Inpu
 - `smoothed_to_3mm`: b smoothed for, and resampled (linear) to, the training patient's 3 mm, then the pipeline;
 - `body_minus_50hu`: b with every voxel above -200 HU lowered by 50 HU. b is contrast-enhanced (liver and spleen
   about 50 HU brighter than in a, see `median_hu` in the output): does the contrast phase explain the error?
+- `z_extended`: b with its first and last slices repeated until it spans the training crops' 84 mm in z. b spans
+  40 mm, less than the patch (16 slices at 3 mm = 48 mm), so nnU-Net pads it with zeros (0 HU after the CT
+  normalisation), which no training crop (75 to 87 mm) needed: is the short scan the error?
 Scores: Dice of the task's own structure, and the share of the other task's structure labelled (structuresTs).
 """
 from __future__ import annotations
@@ -31,6 +34,7 @@ MEMBERS = {"RealLiverCT": ("Dataset511_RealLiverCT", "realliverct", 1, 2),  # me
            "RealSpleenCT": ("Dataset512_RealSpleenCT", "realspleenct", 2, 1)}  # structuresTs: liver 1, spleen 2
 TRAINING_PATIENT_XYZ = (3.0, 3.0, 3.0)
 BODY_HU, HU_SHIFT = -200.0, -50.0
+TRAINING_CROP_Z_MM = 84.0
 
 
 def anti_aliased(image: sitk.Image, target_xyz) -> sitk.Image:
@@ -48,7 +52,18 @@ def body_shifted(image: sitk.Image, shift: float) -> sitk.Image:
     return shifted
 
 
-INPUTS = ("as_stored", "antialias", "smoothed_to_3mm", "body_minus_50hu")
+def z_extended(image: sitk.Image, extent_mm: float) -> sitk.Image:
+    """The image with its edge slices repeated (half on each end) until it spans `extent_mm` in z."""
+    missing = max(0, int(np.ceil(extent_mm / image.GetSpacing()[2])) - image.GetSize()[2])
+    array = sitk.GetArrayFromImage(image)
+    extended = sitk.GetImageFromArray(np.pad(array, ((missing // 2, missing - missing // 2), (0, 0), (0, 0)), "edge"))
+    extended.SetSpacing(image.GetSpacing())
+    extended.SetDirection(image.GetDirection())
+    extended.SetOrigin(image.TransformContinuousIndexToPhysicalPoint((0.0, 0.0, -float(missing // 2))))
+    return extended
+
+
+INPUTS = ("as_stored", "antialias", "smoothed_to_3mm", "body_minus_50hu", "z_extended")
 
 
 def inputs(image: sitk.Image, names=INPUTS) -> dict:
@@ -58,7 +73,8 @@ def inputs(image: sitk.Image, names=INPUTS) -> dict:
             "smoothed_to_3mm": lambda: (sitk.Resample(anti_aliased(image, TRAINING_PATIENT_XYZ), size,
                                                       sitk.Transform(), sitk.sitkLinear, image.GetOrigin(),
                                                       TRAINING_PATIENT_XYZ, image.GetDirection(), -1024.0), []),
-            "body_minus_50hu": lambda: (body_shifted(image, HU_SHIFT), [])}
+            "body_minus_50hu": lambda: (body_shifted(image, HU_SHIFT), []),
+            "z_extended": lambda: (z_extended(image, TRAINING_CROP_Z_MM), [])}
     return {name: make[name]() for name in names}
 
 

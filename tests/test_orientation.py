@@ -202,7 +202,7 @@ def test_a_network_trained_without_mirroring_segments_every_storage_alike(collec
     # the CPU fast path (no mirroring; bf16 where the CPU has it) agrees with the default (docs/performance.md)
     proc = run(["nnUNetv2_universal_predict", "-i", tmp_path / "in", "-o", tmp_path / "fast", "--task", "SynthLiverCT",
                 "--fast", *common], env, extra)
-    assert "--fast: no mirroring, " in proc.stderr
+    assert "--fast: one pass per tile (tiles mirrored in turn), " in proc.stderr
     run(["nnUNetv2_predict", "-i", tmp_path / "in", "-o", tmp_path / "stock", "-c", "3d_fullres", *common], env,
         {**extra, "nnUNet_universal_task": "SynthLiverCT"})
     def read(folder, key):

@@ -19,10 +19,13 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, maybe_mkdir_p, save_json
+from nnunetv2.experiment_planning import verify_dataset_integrity as nnunet_integrity_check
+from nnunetv2.experiment_planning.dataset_fingerprint import fingerprint_extractor
 from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import DatasetFingerprintExtractor
 from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
 from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
+from nnunetv2.utilities import utils as nnunet_utils
 from nnunetv2.utilities.crossval_split import generate_crossval_split
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 from nnunetv2.utilities.json_export import recursive_fix_for_json_export
@@ -38,6 +41,7 @@ from nnunetv2_universal.collection.training_data_checks import check_datasets
 from nnunetv2_universal.orientation import orientation_counts, training_orientation
 from nnunetv2_universal.registry import (COLLECTION_KEY, FIXED_WINDOW_SCHEMES, NORMALIZATION_SCHEMES, TaskRegistry,
                                         TaskSpec)
+from nnunetv2_universal.worker_pools import pools_in_process
 
 
 def whole_slice_spacing(spacing: Sequence[float], shapes, spacings, patch: Sequence[int]) -> List[float]:
@@ -135,8 +139,10 @@ def plan_collection(collection: Union[int, str], template: str = "paper", config
                          f"{whole_slices}")
     # every member's files, headers and label values first: bad data stop here, before anything is written
     check_datasets(join(nnUNet_raw, members[t.name]["dataset"]) for t in registry)
-    settings = {t.name: _member_settings(with_template_normalization(t, tmpl), members[t.name]["dataset"],
-                                         num_processes, verify, tmpl.get("spacing"), whole_slices) for t in registry}
+    with pools_in_process(num_processes, fingerprint_extractor, nnunet_integrity_check, nnunet_utils):
+        settings = {t.name: _member_settings(with_template_normalization(t, tmpl), members[t.name]["dataset"],
+                                             num_processes, verify, tmpl.get("spacing"), whole_slices)
+                    for t in registry}
     plans = collection_plans(name, registry, settings, tmpl, configuration)
     out = join(nnUNet_preprocessed, name)
     maybe_mkdir_p(out)
@@ -249,8 +255,9 @@ def preprocess_collection(collection: Union[int, str], plans_name: str, configur
     jobs = []
     for task in registry.names:
         member = members[task]["dataset"]
-        files = get_filenames_of_train_images_and_targets(join(nnUNet_raw, member),
-                                                          load_json(join(nnUNet_raw, member, "dataset.json")))
+        with pools_in_process(num_processes, nnunet_utils):
+            files = get_filenames_of_train_images_and_targets(join(nnUNet_raw, member),
+                                                              load_json(join(nnUNet_raw, member, "dataset.json")))
         for cid, member_case in members[task]["cases"].items():
             entry = files[member_case]
             jobs.append(((plans, dataset_json, registry, task, configuration), join(staging, cid),

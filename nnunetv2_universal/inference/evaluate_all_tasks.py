@@ -16,11 +16,13 @@ from typing import Dict
 
 import numpy as np
 from batchgenerators.utilities.file_and_folder_operations import join, load_json, maybe_mkdir_p
+import nnunetv2.evaluation.evaluate_predictions as nnunet_evaluation
 from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
 from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
 from nnunetv2_universal.cli import command_parser, console_command
 from nnunetv2_universal.inference.input_checks import PredictionInputError
+from nnunetv2_universal.worker_pools import pools_in_process
 
 
 def task_local_values(labels: Dict[str, int], task: str) -> Dict[int, int]:
@@ -56,8 +58,9 @@ def evaluate_task(prediction_folder: str, reference_folder: str, task: str, file
         seg = seg[0].astype(np.int64)
         local = np.where(seg < len(lookup), lookup[np.clip(seg, 0, len(lookup) - 1)], 0).astype(np.uint8)
         io.write_seg(local, join(out, case), properties)
-    return compute_metrics_on_folder(reference_folder, out, join(out, "summary.json"), SimpleITKIO(), file_ending,
-                                     sorted(mapping.values()), None, chill=True, num_processes=num_processes)
+    with pools_in_process(num_processes, nnunet_evaluation):
+        return compute_metrics_on_folder(reference_folder, out, join(out, "summary.json"), SimpleITKIO(), file_ending,
+                                         sorted(mapping.values()), None, chill=True, num_processes=num_processes)
 
 
 @console_command

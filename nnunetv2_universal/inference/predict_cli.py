@@ -77,8 +77,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="bfloat16 autocast on the CPU (nnU-Net autocasts on CUDA only); pays off only on CPUs with "
                         "bf16 in hardware (AVX512-BF16, AMX), elsewhere it is slower")
     p.add_argument("--fast", action="store_true",
-                   help="prediction a person can wait for on a CPU: --disable_tta, plus --cpu_bf16 where the CPU has "
-                        "bf16 in hardware; time and agreement with the default: docs/performance.md")
+                   help="prediction a person can wait for on a CPU: --disable_tta --tile_mirroring, plus --cpu_bf16 "
+                        "where the CPU has bf16 in hardware; time and agreement with the default: "
+                        "docs/performance.md")
+    p.add_argument("--tile_mirroring", action="store_true",
+                   help="with --fast / --disable_tta, for a model trained with mirroring: still one network pass per "
+                        "tile, but each tile mirrored by its place (neighbouring tiles differently), so overlapping "
+                        "tiles average different mirrorings; agreement with the default: docs/performance.md")
     p.add_argument("--verbose", action="store_true", help="nnU-Net's verbose predictor output")
     p.add_argument("--save_probabilities", action="store_true", help="(--task only)")
     p.add_argument("--continue_prediction", action="store_true", help="(--task only)")
@@ -108,21 +113,22 @@ def _model_folder(args) -> str:
 
 
 def predictor_settings(args) -> dict:
-    """What nnU-Net's predictor gets from the flags. --fast = --disable_tta, and --cpu_bf16 where the CPU has bf16
-    in hardware; the step stays (fewer tiles changed the answer too much, docs/performance.md)."""
+    """What nnU-Net's predictor gets from the flags. --fast = --disable_tta --tile_mirroring, and --cpu_bf16 where the
+    CPU has bf16 in hardware; the step stays (fewer tiles changed the answer too much, docs/performance.md)."""
     return {"tile_step_size": args.step_size, "use_mirroring": not (args.disable_tta or args.fast),
             "use_gaussian": not args.uniform_tiles,
-            "cpu_bf16": bool(args.cpu_bf16 or (args.fast and cpu_has_native_bf16())), "antialias": args.antialias}
+            "cpu_bf16": bool(args.cpu_bf16 or (args.fast and cpu_has_native_bf16())), "antialias": args.antialias,
+            "tile_mirroring": bool(args.tile_mirroring or args.fast)}
 
 
 def fast_notice(trained_mirroring_axes) -> Optional[str]:
     """--fast on a model trained with mirroring: the answer changes; say by how much and what lies in between."""
     if not trained_mirroring_axes:
         return None  # trained without mirroring: --fast predicts what the default predicts
-    return (f"--fast: this model was trained mirroring over axes {list(trained_mirroring_axes)}; without test-time "
-            "mirroring its answer changes (median Dice 0.59 to 0.96 against the default on the real-CT benchmark's "
-            "models, docs/performance.md); -mirror_axes 2 or -mirror_axes 1 2 instead of --fast runs 2 or 4 of the "
-            "8 passes")
+    return (f"--fast: this model was trained mirroring over axes {list(trained_mirroring_axes)}; with one mirroring "
+            "per tile instead of 8 per tile its answer changes (median Dice 0.85 to 0.95 against the default on the "
+            "real-CT benchmark's models, docs/performance.md); -mirror_axes 2 or -mirror_axes 1 2 instead of --fast "
+            "runs 2 or 4 of the 8 passes")
 
 
 def mirror_axes_subset(trained, requested) -> tuple:
@@ -176,8 +182,10 @@ def main(argv=None):
     predictor.reorient = not args.no_reorient
     predictor.cpu_bf16 = settings["cpu_bf16"]
     predictor.antialias = settings["antialias"]
+    predictor.tile_mirroring = settings["tile_mirroring"]
     if args.fast:
-        print(f"--fast: no mirroring, {'bfloat16' if settings['cpu_bf16'] else 'float32 (no bf16 in this CPU)'}"
+        print(f"--fast: one pass per tile (tiles mirrored in turn), "
+              f"{'bfloat16' if settings['cpu_bf16'] else 'float32 (no bf16 in this CPU)'}"
               f"{' on the CPU' if device.type == 'cpu' else ''}, step size {settings['tile_step_size']}",
               file=sys.stderr)
     folds = [f if f == "all" else int(f) for f in args.f]

@@ -72,6 +72,20 @@ def restrict_to_labels(logits: torch.Tensor, labels) -> torch.Tensor:
 GPU_DONE_LINE = "GPU prediction completed."
 
 
+def tile_mirrorings(slicers, mirror_axes) -> List[tuple]:
+    """One mirroring per tile, for one network pass per tile: along each mirroring axis a tile is flipped where its
+    step index on that axis is odd, so neighbouring tiles are mirrored differently and the overlaps average
+    different mirrorings (in 3D with nnU-Net's step 0.5 most voxels see several; where 8 tiles overlap, all 8).
+    Returns the flipped dimensions of the network input (batch, channel first) per slicer."""
+    spatial = [[i for i, s in enumerate(sl) if isinstance(s, slice)][1:] for sl in slicers]  # skip the channel
+    starts = [sorted({sl[d].start for sl in slicers}) for d in spatial[0]] if slicers else []
+    flips = []
+    for sl, dims in zip(slicers, spatial):
+        steps = [starts[k].index(sl[d].start) for k, d in enumerate(dims)]
+        flips.append(tuple(a + 2 for a in sorted(mirror_axes or ()) if steps[a] % 2))
+    return flips
+
+
 class _LinesDropped(io.TextIOBase):
     """stdout that drops lines starting with `prefix` (print writes a line's text and its newline separately)."""
 
@@ -136,6 +150,8 @@ class UniversalPredictor(nnUNetPredictor):
     reorient = True  # bring inputs to each task's training orientation (nnunetv2_universal.orientation)
     cpu_bf16 = False  # bfloat16 autocast on the CPU (nnU-Net autocasts on CUDA only); --cpu_bf16 / --fast
     antialias = False  # anti-aliased downsampling of the input images (collection/resampling.py); --antialias
+    tile_mirroring = False  # without test-time mirroring: one mirroring per tile, alternating (tile_mirrorings)
+    _tile_flips = iter(())  # the running sliding window's remaining tile mirrorings
     _case_progress: Optional[CaseProgress] = None  # the running case's bar (--all-tasks: across task groups)
 
     def _remember_collection(self):
@@ -231,12 +247,23 @@ class UniversalPredictor(nnUNetPredictor):
                 own_bar.close()
                 self._case_progress = None
 
+    def _internal_predict_sliding_window_return_logits(self, data: torch.Tensor, slicers, do_on_device: bool = True):
+        # --tile_mirroring: each tile's mirroring, in slicer order (tiles reach the network in that order)
+        self._tile_flips = iter(tile_mirrorings(slicers, self.allowed_mirroring_axes)
+                                if self.tile_mirroring and not self.use_mirroring else [])
+        return super()._internal_predict_sliding_window_return_logits(data, slicers, do_on_device)
+
     def _internal_maybe_mirror_and_predict(self, x: torch.Tensor) -> torch.Tensor:
+        flips = next(self._tile_flips, ())
+        if flips:
+            x = torch.flip(x, flips)
         if self.cpu_bf16 and self.device.type == "cpu":
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 prediction = super()._internal_maybe_mirror_and_predict(x).float()
         else:
             prediction = super()._internal_maybe_mirror_and_predict(x)
+        if flips:
+            prediction = torch.flip(prediction, flips)
         if self._case_progress is not None:
             self._case_progress.tile_done()
         return prediction

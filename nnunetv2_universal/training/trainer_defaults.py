@@ -15,12 +15,14 @@ from __future__ import annotations
 import contextlib
 import os
 
+import nnunetv2.evaluation.evaluate_predictions as nnunet_evaluation
 import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as nnunet_trainer_module
 import torch
 
 from nnunetv2_universal.cli import stock_command_errors
 from nnunetv2_universal.devices import usable_device
 from nnunetv2_universal.training.idle_parameters import IdleParametersStayStill
+from nnunetv2_universal.worker_pools import pools_in_process
 
 
 def worker_processes() -> int:
@@ -32,11 +34,13 @@ def worker_processes() -> int:
 
 @contextlib.contextmanager
 def nnunet_workers(count: int):
-    """nnU-Net's validation reads its module-level default_num_processes; set it for the duration."""
+    """nnU-Net's validation reads its module-level default_num_processes; set it for the duration. One worker: its
+    export and metric pools run in this process (worker_pools.py)."""
     saved = nnunet_trainer_module.default_num_processes
     nnunet_trainer_module.default_num_processes = count
     try:
-        yield
+        with pools_in_process(count, nnunet_trainer_module, nnunet_evaluation):
+            yield
     finally:
         nnunet_trainer_module.default_num_processes = saved
 

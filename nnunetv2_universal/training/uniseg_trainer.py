@@ -30,7 +30,7 @@ from nnunetv2_universal.training.augmenters import wrap_in_augmenters
 from nnunetv2_universal.training.task_logging import TASK_DICE_KEY, TaskAwareLocalLogger
 from nnunetv2_universal.training.checkpointing import SafeCheckpoints
 from nnunetv2_universal.training.condition_diagnostic import ConditionSensitivityLogging
-from nnunetv2_universal.training.trainer_defaults import PluginTrainerDefaults
+from nnunetv2_universal.training.trainer_defaults import PluginTrainerDefaults, nnunet_workers
 
 
 class TaskSlicedLoss(nn.Module):
@@ -338,7 +338,8 @@ class UniSegTrainer(PluginTrainerDefaults, ConditionSensitivityLogging, SafeChec
         if self.is_ddp:
             dist.barrier()
         if self.local_rank == 0:
-            summary = self._summarise_validation(predictor, validation_folder, val_keys, workers)
+            with nnunet_workers(workers):
+                summary = self._summarise_validation(predictor, validation_folder, val_keys, workers)
             save_json(summary, join(validation_folder, "summary_per_task.json"), sort_keys=False)
         self.set_deep_supervision_enabled(True)
         compute_gaussian.cache_clear()
