@@ -6,7 +6,8 @@
   failing later in the first `.to(device)`.
 - Final validation's export and metric workers: nnU-Net starts 8 (its default without nnUNet_def_n_proc) even on
   two cores, which spends most of a small run's validation starting processes; here the machine's cores, or
-  nnUNet_def_n_proc when set. What runs is announced.
+  nnUNet_def_n_proc when set. What runs is announced. With one worker the pools run in this process
+  (`worker_pools.py`).
 - Parameters a step did not use (other tasks' heads and rows, unrouted experts, absent stems) stay exactly still
   (`training/idle_parameters.py`).
 """
