@@ -40,10 +40,14 @@ def test_pools_run_in_this_process_only_for_one_worker(workers, in_process):
     assert module.multiprocessing is multiprocessing and module.Pool is multiprocessing.Pool  # put back
 
 
-def test_nnunets_fingerprint_with_one_worker_starts_no_process(tmp_path, monkeypatch):
+def test_planning_a_member_with_one_worker_starts_no_process(tmp_path, monkeypatch):
+    """plan_and_preprocess's per-member step (nnU-Net's integrity check, fingerprint, planner, file listing) with
+    -np 1: no process is started, and the fingerprint is nnU-Net's."""
     from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
-    from nnunetv2.experiment_planning.dataset_fingerprint import fingerprint_extractor
-    from nnunetv2.utilities import utils as nnunet_utils
+    from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import DatasetFingerprintExtractor
+
+    from nnunetv2_universal.collection import plan_and_preprocess
+    from nnunetv2_universal.registry import TaskSpec
     raw, pre = tmp_path / "raw" / "Dataset871_Tiny", tmp_path / "pre"
     for sub in ("imagesTr", "labelsTr"):
         (raw / sub).mkdir(parents=True)
@@ -56,17 +60,19 @@ def test_nnunets_fingerprint_with_one_worker_starts_no_process(tmp_path, monkeyp
         label.CopyInformation(image)
         sitk.WriteImage(image, str(raw / "imagesTr" / f"{case}_0000.nii.gz"))
         sitk.WriteImage(label, str(raw / "labelsTr" / f"{case}.nii.gz"))
-    generate_dataset_json(str(raw), {0: "CT"}, {"background": 0, "x": 1}, 2, ".nii.gz")
-    monkeypatch.setattr(fingerprint_extractor, "nnUNet_raw", str(tmp_path / "raw"))
-    monkeypatch.setattr(fingerprint_extractor, "nnUNet_preprocessed", str(pre))
+    generate_dataset_json(str(raw), {0: "MR"}, {"background": 0, "x": 1}, 2, ".nii.gz")
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))  # nnU-Net 2.8 reads its paths when used
+    monkeypatch.setenv("nnUNet_preprocessed", str(pre))
+    analyse = DatasetFingerprintExtractor.analyze_case  # nnU-Net samples 10^8 intensities in all; 1000 do here
+    monkeypatch.setattr(DatasetFingerprintExtractor, "analyze_case",
+                        staticmethod(lambda images, seg, reader, num_samples: analyse(images, seg, reader, 1000)))
 
     def no_process(self):
         raise AssertionError(f"a process was started: {self}")
 
     monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", no_process)
-    with pools_in_process(1, fingerprint_extractor, nnunet_utils):
-        extractor = fingerprint_extractor.DatasetFingerprintExtractor("Dataset871_Tiny", 1)
-        extractor.num_foreground_voxels_for_intensitystats = 1000  # nnU-Net samples 10^8 in all; enough here
-        extractor.run()
+    task = TaskSpec("Tiny", "Dataset871_Tiny", {"0": "MR"}, {"background": 0, "x": 1})
+    settings = plan_and_preprocess._member_settings(task, "Dataset871_Tiny", 1, True)
     fingerprint = load_json(str(pre / "Dataset871_Tiny" / "dataset_fingerprint.json"))
     assert fingerprint["spacings"] == [[3.0, 2.0, 1.0]] * 2 and fingerprint["shapes_after_crop"] == [[6, 8, 10]] * 2
+    assert settings["spacing"] == [3.0, 2.0, 1.0] and settings["median_image_size_in_voxels"] == [6, 8, 10]

@@ -54,14 +54,17 @@ def whole_slice_spacing(spacing: Sequence[float], shapes, spacings, patch: Seque
 def _member_settings(task: TaskSpec, member: str, num_processes: int, verify: bool,
                      template_spacing=None, whole_slices_patch=None) -> dict:
     """Per-task preprocessing settings from nnU-Net's fingerprint and planner rules plus the registry (a template's
-    spacing, if it has one, wins over both; `whole_slices_patch`: the 2D patch every slice must fit)."""
-    if verify:
-        verify_dataset_integrity(join(nnUNet_raw, member), num_processes)
-    if not isfile(join(nnUNet_preprocessed, member, "dataset_fingerprint.json")):
-        DatasetFingerprintExtractor(member, num_processes, verbose=False).run()
-    fingerprint = load_json(join(nnUNet_preprocessed, member, "dataset_fingerprint.json"))
+    spacing, if it has one, wins over both; `whole_slices_patch`: the 2D patch every slice must fit). With one
+    worker, nnU-Net's check and fingerprint pools run in this process (worker_pools.py)."""
     spacing = [float(s) for s in (template_spacing or task.spacing or [])] or None
-    planner = ExperimentPlanner(member, overwrite_target_spacing=spacing, suppress_transpose=True)
+    with pools_in_process(num_processes, fingerprint_extractor, nnunet_integrity_check, nnunet_utils):
+        if verify:
+            verify_dataset_integrity(join(nnUNet_raw, member), num_processes)
+        if not isfile(join(nnUNet_preprocessed, member, "dataset_fingerprint.json")):
+            DatasetFingerprintExtractor(member, num_processes, verbose=False).run()
+        planner = ExperimentPlanner(member, overwrite_target_spacing=spacing, suppress_transpose=True)
+        orientation = training_orientation(member_orientations(member))
+    fingerprint = load_json(join(nnUNet_preprocessed, member, "dataset_fingerprint.json"))
     _, use_mask = planner.determine_normalization_scheme_and_whether_mask_is_used_for_norm()
     target_spacing = [float(s) for s in planner.determine_fullres_target_spacing()]
     if whole_slices_patch is not None:
@@ -71,8 +74,7 @@ def _member_settings(task: TaskSpec, member: str, num_processes: int, verify: bo
     median_spacing = np.median(fingerprint["spacings"], 0)
     median_resampled = [int(round(s * o / t)) for s, o, t in zip(median_shape, median_spacing, target_spacing)]
     return task_settings(task, target_spacing, use_mask, median_resampled, planner.determine_reader_writer().__name__,
-                         fingerprint["foreground_intensity_properties_per_channel"],
-                         training_orientation(member_orientations(member)))
+                         fingerprint["foreground_intensity_properties_per_channel"], orientation)
 
 
 def with_template_normalization(task: TaskSpec, template: dict) -> TaskSpec:
@@ -139,10 +141,8 @@ def plan_collection(collection: Union[int, str], template: str = "paper", config
                          f"{whole_slices}")
     # every member's files, headers and label values first: bad data stop here, before anything is written
     check_datasets(join(nnUNet_raw, members[t.name]["dataset"]) for t in registry)
-    with pools_in_process(num_processes, fingerprint_extractor, nnunet_integrity_check, nnunet_utils):
-        settings = {t.name: _member_settings(with_template_normalization(t, tmpl), members[t.name]["dataset"],
-                                             num_processes, verify, tmpl.get("spacing"), whole_slices)
-                    for t in registry}
+    settings = {t.name: _member_settings(with_template_normalization(t, tmpl), members[t.name]["dataset"],
+                                         num_processes, verify, tmpl.get("spacing"), whole_slices) for t in registry}
     plans = collection_plans(name, registry, settings, tmpl, configuration)
     out = join(nnUNet_preprocessed, name)
     maybe_mkdir_p(out)
