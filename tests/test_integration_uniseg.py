@@ -81,10 +81,12 @@ def test_train_resume_predict_evaluate(trained, tmp_path):
               "-npp", "0", "-nps", "0", "--disable_progress_bar"]
     single = tmp_path / "single"
     # the default device is cuda: without a GPU (hidden here) the plugin predicts on the CPU with a one-line notice
-    no_device = [c for c in common if c not in ("-device", "cpu")]
+    # and with no -npp/-nps on a CPU, everything runs in this process (no worker start-ups)
+    no_device = common[:common.index("-device")] + ["--disable_progress_bar"]
     proc = run(["nnUNetv2_universal_predict", "-i", liver_in, "-o", single, "--task", "SynthLiverCT", *no_device], env,
                {"CUDA_VISIBLE_DEVICES": ""})
     assert "No CUDA device available: predicting on the CPU" in proc.stderr
+    assert "done with" not in proc.stdout  # nnU-Net's worker path says it per case
     assert "not found in nnunetv2.training.nnUNetTrainer" not in proc.stdout  # our trainers are found first
     # (stock nnUNetv2_predict with $nnUNet_universal_task: test_stock_predict_every_trainer.py, every trainer)
     kidney = tmp_path / "kidney"

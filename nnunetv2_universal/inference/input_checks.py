@@ -1,6 +1,7 @@
 """Checks a prediction request against the model's registry and its input files before anything is predicted or
 written: unknown task, label or modality names, a case with the wrong number of channel files, and images that are
-unreadable, have a non-orthonormal direction or NaN/inf voxels. Every problem is a PredictionInputError naming the
+unreadable, 4D, have a non-orthonormal direction or NaN/inf voxels (a folder whose images all have another ending
+than the model's says so). Every problem is a PredictionInputError naming the
 case and the file; an output folder is never left with some cases predicted and others refused."""
 from __future__ import annotations
 
@@ -53,8 +54,14 @@ def check_input_folder(folder: str, file_ending: str, spec: Optional[TaskSpec]) 
             raise PredictionInputError(f"case {case}: {os.path.join(folder, gap)} is missing; nnU-Net names a case's "
                                        f"files {case}_0000{file_ending}, {case}_0001{file_ending} ... ({expected})")
     cases = create_lists_from_splitted_dataset_folder(folder, file_ending)
+    elsewhere = images_with_other_endings(folder, file_ending)
     if not cases:
-        raise PredictionInputError(f"no input cases (CASE_0000{file_ending} ...) in {folder}")
+        found = f"; it holds {', '.join(elsewhere[:3])}{' ...' if len(elsewhere) > 3 else ''}, but this model " \
+                f"reads {file_ending} files (its training data's ending): convert them" if elsewhere else ""
+        raise PredictionInputError(f"no input cases (CASE_0000{file_ending} ...) in {folder}{found}")
+    if elsewhere:
+        print(f"Note: {len(elsewhere)} file(s) in {folder} do not end in {file_ending} and are not predicted: "
+              f"{', '.join(elsewhere[:3])}{' ...' if len(elsewhere) > 3 else ''}", file=sys.stderr)
     for files in cases:
         case = os.path.basename(files[0])[:-len(file_ending) - 5]  # CASE_0000.nii.gz -> CASE
         if spec is not None and len(files) != spec.num_channels:
@@ -63,8 +70,23 @@ def check_input_folder(folder: str, file_ending: str, spec: Optional[TaskSpec]) 
                 f"case {case}: {len(files)} channel file(s) ({names}) but task {spec.name} takes "
                 f"{spec.num_channels} ({', '.join(spec.modalities)}: {case}_0000{file_ending} ...)")
         for f in files:
-            read_checked(f, case, PredictionInputError)
+            image = read_checked(f, case, PredictionInputError)
+            if image.GetDimension() == 4 and image.GetSize()[3] > 1:  # a time series, or channels in one file
+                raise PredictionInputError(
+                    f"case {case}: {f} holds {image.GetSize()[3]} volumes (4D, size {list(image.GetSize())}); "
+                    f"the model reads one 3D volume per file: store each channel as its own file "
+                    f"({case}_0000{file_ending}, {case}_0001{file_ending} ...) or pick the volume to segment")
     return cases
+
+
+IMAGE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".tif", ".tiff", ".png", ".bmp", ".dcm")
+
+
+def images_with_other_endings(folder: str, file_ending: str) -> List[str]:
+    """Image files in `folder` (by their ending) that nnU-Net's file listing skips: they do not end in
+    `file_ending`."""
+    return sorted(n for n in os.listdir(folder)
+                  if n.lower().endswith(IMAGE_ENDINGS) and not n.endswith(file_ending))
 
 
 def check_channel_counts(cases: List[List[str]], file_ending: str, registry: TaskRegistry) -> None:

@@ -10,7 +10,7 @@ import argparse
 import multiprocessing
 import os
 import sys
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from batchgenerators.utilities.file_and_folder_operations import join, load_json, maybe_mkdir_p
@@ -88,16 +88,32 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--save_probabilities", action="store_true", help="(--task only)")
     p.add_argument("--continue_prediction", action="store_true", help="(--task only)")
     p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name in each fold folder")
-    p.add_argument("-npp", type=int, default=int(os.environ.get("nnUNet_npp", 3)),
-                   help="preprocessing worker processes (nnUNet_npp, else 3; -npp 0 -nps 0: sequential, --task)")
-    p.add_argument("-nps", type=int, default=int(os.environ.get("nnUNet_nps", 3)),
-                   help="segmentation export worker processes (nnUNet_nps, else 3)")
+    p.add_argument("-npp", type=int, default=_env_int("nnUNet_npp"),
+                   help="--task: preprocessing worker processes (default nnUNet_npp; unset: none on a CPU or for one "
+                        "case, where a worker only adds its start-up, else 3; -npp 0 -nps 0: all in this process)")
+    p.add_argument("-nps", type=int, default=_env_int("nnUNet_nps"),
+                   help="--task: segmentation export worker processes (default nnUNet_nps; unset: as -npp)")
     p.add_argument("-device", default="cuda", choices=["cuda", "cpu", "mps"],
                    help="device; cuda without a GPU falls back to the CPU with a notice")
     p.add_argument("--disable_progress_bar", action="store_true", help="no progress bars")
     p.add_argument("--not_on_device", action="store_true",
                    help="keep the sliding-window result in CPU memory (large images on a small GPU)")
     return p
+
+
+def _env_int(name: str) -> Optional[int]:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else None
+
+
+def worker_processes(npp: Optional[int], nps: Optional[int], device_type: str, num_cases: int) -> Tuple[int, int]:
+    """(-npp, -nps) as given; both unset: none on a CPU or for a single case, else nnU-Net's 3 each. A worker is a
+    spawned interpreter that imports torch and nnU-Net again (on the 2-core machine 14 s per call of one case,
+    docs/performance.md); it pays only when it overlaps a GPU's work on other cases, while on a CPU it competes
+    with the network for the same cores."""
+    if npp is None and nps is None:
+        return (0, 0) if device_type == "cpu" or num_cases <= 1 else (3, 3)
+    return (3 if npp is None else npp, 3 if nps is None else nps)
 
 
 def _model_folder(args) -> str:
@@ -198,14 +214,14 @@ def main(argv=None):
     maybe_mkdir_p(args.o)
     if args.task:
         predictor.select_task(args.task, args.labels)
-        if args.npp == 0 and args.nps == 0:  # nnUNetv2_predict's sequential mode
+        npp, nps = worker_processes(args.npp, args.nps, device.type, len(cases))
+        if npp == 0 and nps == 0:  # nnUNetv2_predict's sequential mode
             predictor.predict_from_files_sequential(args.i, args.o, save_probabilities=args.save_probabilities,
                                                     overwrite=not args.continue_prediction)
         else:
             predictor.predict_from_files(args.i, args.o, save_probabilities=args.save_probabilities,
                                          overwrite=not args.continue_prediction,
-                                         num_processes_preprocessing=args.npp,
-                                         num_processes_segmentation_export=args.nps)
+                                         num_processes_preprocessing=npp, num_processes_segmentation_export=nps)
         return
     lists, outputs, _ = predictor._manage_input_and_output_lists(args.i, args.o)
     labels = predictor.predict_all_tasks(lists, outputs, tasks=args.tasks, modalities=args.modality,
