@@ -123,10 +123,10 @@ def prepare(root: str, data: Data, num_train: int, num_test: int, source=None, s
 
 # ---------------------------------------------------------------- one training run (child process)
 def train_and_track(trainer_name: str, seed: int, out_file: str, data: Data, only_task=None,
-                    budget: str = "total") -> None:
+                    budget: str = "total", epochs=None) -> None:
     """Train `trainer_name` on the data's collection (or, with `only_task`, on that task alone for as many
     iterations as the whole collection's run, or with budget "share" for its share of them), scoring the held-out
-    cases after every epoch and at the end."""
+    cases after every epoch and at the end; `epochs`: instead of the trainer's own number."""
     import random
     import torch
     torch.set_num_threads(1)
@@ -161,6 +161,11 @@ def train_and_track(trainer_name: str, seed: int, out_file: str, data: Data, onl
     history = []
 
     class Tracked(cls):
+        def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                     device: torch.device = torch.device("cuda")):  # nnU-Net records these arguments by name
+            super().__init__(plans, configuration, fold, dataset_json, device)
+            self.num_epochs = epochs or self.num_epochs  # before initialize() builds the learning-rate schedule
+
         def on_train_start(self):
             super().on_train_start()
             # the per-epoch curve on in-distribution cases (real data: the training patient's held-out crop)
@@ -340,6 +345,8 @@ def main(argv=None):
     parser.add_argument("--parallel", type=int, default=2, help="training processes at a time (one thread each)")
     parser.add_argument("--antialias", action="store_true", help="plan with the template key `antialias` (images "
                         "smoothed before downsampling, in training and prediction); use a fresh --workdir")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per run instead of the trainer's (the "
+                        "demo's 50); use a fresh --workdir")
     parser.add_argument("--num_train", type=int, default=8)
     parser.add_argument("--num_test", type=int, default=4)
     parser.add_argument("--out", default=None)
@@ -352,7 +359,8 @@ def main(argv=None):
     data = DATA[args.data]
     if args._child:
         trainer, seed, out, only = args._child
-        train_and_track(trainer, int(seed), out, data, None if only == "-" else only, args.single_task_budget)
+        train_and_track(trainer, int(seed), out, data, None if only == "-" else only, args.single_task_budget,
+                        args.epochs)
         return
     if args.report:
         if os.path.isdir(args.report):
@@ -387,7 +395,8 @@ def main(argv=None):
                              OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
             with open(out[:-5] + ".log", "w") as log:
                 subprocess.run([sys.executable, os.path.abspath(__file__), "--data", args.data, "--single_task_budget",
-                                args.single_task_budget, "--_child", trainer, str(seed), out, only or "-"],
+                                args.single_task_budget, "--_child", trainer, str(seed), out, only or "-"]
+                               + ([] if args.epochs is None else ["--epochs", str(args.epochs)]),
                                env=child_env, check=True, stdout=log,
                                stderr=subprocess.STDOUT)
         with open(out) as f:
