@@ -52,11 +52,14 @@ from nnunetv2_universal.collection.templates import PAPER  # noqa: E402
 from nnunetv2_universal.devices import cpu_has_native_bf16  # noqa: E402
 from nnunetv2_universal.finetuning.uniseg11_tasks import paper_registry  # noqa: E402
 from nnunetv2_universal.finetuning.uniseg_v1_import import write_model_folder  # noqa: E402
-from nnunetv2_universal.inference.predict_cli import mirror_axes_subset  # noqa: E402
+from nnunetv2_universal.inference.predict_cli import _parser, mirror_axes_subset, predictor_settings  # noqa: E402
 from nnunetv2_universal.inference.predictor import UniversalPredictor  # noqa: E402
 from nnunetv2_universal.inference.progress import mirror_passes, tile_count  # noqa: E402
 
-FAST = {"use_mirroring": False, "cpu_bf16": cpu_has_native_bf16()}  # what --fast sets (predict_cli)
+FAST = {"use_mirroring": False, "cpu_bf16": cpu_has_native_bf16()}  # one pass per tile (the variants' "fast")
+# what --fast sets today (one pass per tile, tiles mirrored in turn), from the command's own settings
+FAST_COMMAND = {k: v for k, v in predictor_settings(_parser().parse_args(["-d", "0", "--fast"])).items()
+                if k in ("tile_step_size", "use_mirroring", "cpu_bf16", "tile_mirroring")}
 FEWEST_TILES = {"tile_step_size": 1.0}
 
 
@@ -128,7 +131,7 @@ def released_architecture(ct: str, task: str, repeats: int, root: str) -> dict:
     default = predictor_for(folder, task)
     data = preprocess(default, [ct])
     tiles = {"default": tile_count(default, data.shape[1:])}
-    fast = predictor_for(folder, task, **FAST)
+    fast = predictor_for(folder, task, **FAST_COMMAND)
     tiles["fast"] = tile_count(fast, data.shape[1:])
     tiles["fewest (step 1)"] = tile_count(predictor_for(folder, task, **FAST, **FEWEST_TILES), data.shape[1:])
     passes = mirror_passes(default)
