@@ -1,8 +1,8 @@
 """Checks a prediction request against the model's registry and its input files before anything is predicted or
 written: unknown task, label or modality names, a case with the wrong number of channel files, and images that are
 unreadable, 4D, have a non-orthonormal direction or NaN/inf voxels (a folder whose images all have another ending
-than the model's says so). Every problem is a PredictionInputError naming the
-case and the file; an output folder is never left with some cases predicted and others refused."""
+than the model's says so). Every problem is a PredictionInputError naming the case and the file; an output folder is
+never left with some cases predicted and others refused."""
 from __future__ import annotations
 
 import os
@@ -55,13 +55,14 @@ def check_input_folder(folder: str, file_ending: str, spec: Optional[TaskSpec]) 
                                        f"files {case}_0000{file_ending}, {case}_0001{file_ending} ... ({expected})")
     cases = create_lists_from_splitted_dataset_folder(folder, file_ending)
     elsewhere = images_with_other_endings(folder, file_ending)
+    named = ", ".join(elsewhere[:3]) + (" ..." if len(elsewhere) > 3 else "")
     if not cases:
-        found = f"; it holds {', '.join(elsewhere[:3])}{' ...' if len(elsewhere) > 3 else ''}, but this model " \
-                f"reads {file_ending} files (its training data's ending): convert them" if elsewhere else ""
+        found = f"; it holds {named}, but this model reads {file_ending} files (its training data's ending): " \
+                f"convert them" if elsewhere else ""
         raise PredictionInputError(f"no input cases (CASE_0000{file_ending} ...) in {folder}{found}")
     if elsewhere:
-        print(f"Note: {len(elsewhere)} file(s) in {folder} do not end in {file_ending} and are not predicted: "
-              f"{', '.join(elsewhere[:3])}{' ...' if len(elsewhere) > 3 else ''}", file=sys.stderr)
+        print(f"Note: {len(elsewhere)} file(s) in {folder} do not end in {file_ending} and are not predicted: {named}",
+              file=sys.stderr)
     for files in cases:
         case = os.path.basename(files[0])[:-len(file_ending) - 5]  # CASE_0000.nii.gz -> CASE
         if spec is not None and len(files) != spec.num_channels:

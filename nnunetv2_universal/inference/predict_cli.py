@@ -108,8 +108,8 @@ def _env_int(name: str) -> Optional[int]:
 
 def worker_processes(npp: Optional[int], nps: Optional[int], device_type: str, num_cases: int) -> Tuple[int, int]:
     """(-npp, -nps) as given; both unset: none on a CPU or for a single case, else nnU-Net's 3 each. A worker is a
-    spawned interpreter that imports torch and nnU-Net again (on the 2-core machine 14 s per call of one case,
-    docs/performance.md); it pays only when it overlaps a GPU's work on other cases, while on a CPU it competes
+    spawned interpreter that imports torch and nnU-Net again (on the 2-core machine about 20 s more per call of
+    one small case, docs/performance.md); it pays only when it overlaps a GPU's work on other cases, while on a CPU it competes
     with the network for the same cores."""
     if npp is None and nps is None:
         return (0, 0) if device_type == "cpu" or num_cases <= 1 else (3, 3)
