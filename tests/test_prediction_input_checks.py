@@ -6,7 +6,7 @@ import pytest
 import SimpleITK as sitk
 
 from nnunetv2_universal.inference.input_checks import PredictionInputError, check_input_folder
-from nnunetv2_universal.inference.predict_cli import _parser, worker_processes
+from nnunetv2_universal.inference.predict_cli import _parser, prediction_workers
 from nnunetv2_universal.registry import TaskSpec
 
 CT = TaskSpec("liver", "Dataset001_Liver", {"0": "CT"}, {"background": 0, "liver": 1})
@@ -48,8 +48,8 @@ def test_a_4d_file_stops_before_the_model_with_its_volume_count(tmp_path, spec):
     (2, None, "cpu", 5, (2, 3)),  # given: as given
     (0, 0, "cuda", 5, (0, 0)),
 ])
-def test_worker_processes_only_where_they_can_overlap_work(npp, nps, device, cases, expected):
-    assert worker_processes(npp, nps, device, cases) == expected
+def test_prediction_workers_only_where_they_can_overlap_work(npp, nps, device, cases, expected):
+    assert prediction_workers(npp, nps, device, cases) == expected
 
 
 def test_worker_process_defaults_come_from_nnunets_variables(monkeypatch):

@@ -106,11 +106,11 @@ def _env_int(name: str) -> Optional[int]:
     return int(value) if value else None
 
 
-def worker_processes(npp: Optional[int], nps: Optional[int], device_type: str, num_cases: int) -> Tuple[int, int]:
+def prediction_workers(npp: Optional[int], nps: Optional[int], device_type: str, num_cases: int) -> Tuple[int, int]:
     """(-npp, -nps) as given; both unset: none on a CPU or for a single case, else nnU-Net's 3 each. A worker is a
     spawned interpreter that imports torch and nnU-Net again (on the 2-core machine about 20 s more per call of
-    one small case, docs/performance.md); it pays only when it overlaps a GPU's work on other cases, while on a CPU it competes
-    with the network for the same cores."""
+    one small case, docs/performance.md); it pays only when it overlaps a GPU's work on other cases, while on a
+    CPU it competes with the network for the same cores."""
     if npp is None and nps is None:
         return (0, 0) if device_type == "cpu" or num_cases <= 1 else (3, 3)
     return (3 if npp is None else npp, 3 if nps is None else nps)
@@ -214,7 +214,7 @@ def main(argv=None):
     maybe_mkdir_p(args.o)
     if args.task:
         predictor.select_task(args.task, args.labels)
-        npp, nps = worker_processes(args.npp, args.nps, device.type, len(cases))
+        npp, nps = prediction_workers(args.npp, args.nps, device.type, len(cases))
         if npp == 0 and nps == 0:  # nnUNetv2_predict's sequential mode
             predictor.predict_from_files_sequential(args.i, args.o, save_probabilities=args.save_probabilities,
                                                     overwrite=not args.continue_prediction)
