@@ -23,7 +23,7 @@ from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_j
 from tqdm import tqdm
 
 from nnunetv2_universal.cli import command_parser
-from nnunetv2_universal.image_checks import image_problem, read_checked
+from nnunetv2_universal.image_checks import grid_differences, image_problem, read_checked
 
 FILE_ENDING = ".nii.gz"
 CT_CHANNELS = {"0": "CT"}
@@ -120,16 +120,9 @@ def check_image(image: sitk.Image, path: str, case: str) -> None:
         raise ConversionError(f"case {case}: {path} {problem}")
 
 
-def check_geometry(image: sitk.Image, label: sitk.Image, case: str, tolerance: float = 1e-3) -> None:
+def check_geometry(image: sitk.Image, label: sitk.Image, case: str) -> None:
     """Image and label must share size, spacing, origin and direction (nnU-Net requires aligned grids)."""
-    problems = []
-    if image.GetSize() != label.GetSize():
-        problems.append(f"size {image.GetSize()} vs {label.GetSize()}")
-    for what, a, b in (("spacing", image.GetSpacing(), label.GetSpacing()),
-                       ("origin", image.GetOrigin(), label.GetOrigin()),
-                       ("direction", image.GetDirection(), label.GetDirection())):
-        if not np.allclose(a, b, atol=tolerance, rtol=tolerance):
-            problems.append(f"{what} {np.round(a, 4).tolist()} vs {np.round(b, 4).tolist()}")
+    problems = [f"{what} {list(a)} vs {list(b)}" for what, a, b in grid_differences(image, label)]
     if problems:
         raise ConversionError(f"case {case}: image and label geometry differ: " + "; ".join(problems))
 

@@ -5,11 +5,15 @@ checks before planning and prediction.
   resampling assumes a rotation.
 - NaN/inf intensities: ITK's NIfTI reader turns them into 0 without a word, other readers keep them and nnU-Net's
   normalisation then spreads NaN over the whole image. A NIfTI file stored as float is therefore read with nibabel.
+- A file that is not one scalar volume (a 4D series, an RGB or vector image): nnU-Net's reader takes the extra axis
+  for channels, in the wrong place for vectors.
+- Files that nnU-Net stacks voxel by voxel (a case's channels, an image and its label) on different grids: nnU-Net
+  compares sizes and, at most, warns about the rest, so a label stored in another orientation trains flipped.
 """
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import nibabel as nib
 import numpy as np
@@ -47,6 +51,37 @@ def direction_problem(direction: Sequence[float], dim: int) -> Optional[str]:
 
 
 NON_FINITE_ADVICE = "replace them (e.g. by the background value) first"
+GRID_TOLERANCE = 1e-3  # relative and absolute (mm): header rounding between tools, far below half a voxel
+
+
+def volume_problem(image) -> Optional[str]:
+    """Why `image` (a sitk.Image or an ImageFileReader after ReadImageInformation) is not one scalar volume, or
+    None."""
+    size = image.GetSize()
+    if image.GetDimension() == 4 and size[3] > 1:
+        return f"holds {size[3]} volumes (4D, size {list(size)})"
+    components = (image.GetNumberOfComponentsPerPixel() if isinstance(image, sitk.Image)
+                  else image.GetNumberOfComponents())
+    if components > 1:
+        return f"has {components} values per voxel (an RGB or vector image)"
+    return None
+
+
+def _rounded(values: Sequence[float]) -> tuple:
+    return tuple(round(float(v), 4) + 0.0 for v in values)  # + 0.0: no -0.0
+
+
+def grid_differences(a, b, tolerance: float = GRID_TOLERANCE) -> List[Tuple[str, tuple, tuple]]:
+    """(property, a's value, b's value) for every property of the voxel grid (size, spacing, origin, direction) in
+    which `a` and `b` (sitk.Images or ImageFileReaders) differ."""
+    if a.GetSize() != b.GetSize():
+        return [("size", tuple(a.GetSize()), tuple(b.GetSize()))]
+    differences = []
+    for name in ("spacing", "origin", "direction"):
+        va, vb = (getattr(x, "Get" + name.capitalize())() for x in (a, b))
+        if not np.allclose(va, vb, atol=tolerance, rtol=tolerance):
+            differences.append((name, _rounded(va), _rounded(vb)))
+    return differences
 
 
 def image_problem(image: sitk.Image, path: str) -> Optional[str]:

@@ -66,16 +66,17 @@ def test_a_derived_task_is_announced_and_an_invalid_derived_name_names_the_fix(r
 def test_members_stored_in_different_orientations_are_named(raw, capsys):
     _member(raw, "Dataset805_Liver", ["CT"], labels={"background": 0, "liver": 1})
     _member(raw, "Dataset806_Spleen", ["CT"], labels={"background": 0, "spleen": 1})
-    flipped = (-1, 0, 0, 0, -1, 0, 0, 0, 1)  # x and y flipped: RAS
-    write_image(os.path.join(raw, "Dataset806_Spleen", "imagesTr", "case0_0000.nii.gz"), np.zeros((4, 8, 8), np.float32),
-                (1.0, 1.0, 1.0), direction=flipped)
+    def store_flipped(case):  # x and y flipped: RAS; the label with its image
+        for folder, name, dtype in (("imagesTr", f"{case}_0000", np.float32), ("labelsTr", case, np.uint8)):
+            write_image(os.path.join(raw, "Dataset806_Spleen", folder, f"{name}.nii.gz"), np.zeros((4, 8, 8), dtype),
+                        (1.0, 1.0, 1.0), direction=(-1, 0, 0, 0, -1, 0, 0, 0, 1))
+
+    store_flipped("case0")
     build_collection([805, 806], 884, "C")
     out = capsys.readouterr().out
     assert "Dataset806_Spleen: training cases stored in 2 orientations (LPS: 1, RAS: 1)" in out
     assert "Dataset805_Liver: training cases" not in out
-    for i in range(2):
-        write_image(os.path.join(raw, "Dataset806_Spleen", "imagesTr", f"case{i}_0000.nii.gz"),
-                    np.zeros((4, 8, 8), np.float32), (1.0, 1.0, 1.0), direction=flipped)
+    store_flipped("case1")
     build_collection([805, 806], 884, "C", overwrite=True)
     assert "members stored in different orientations: Dataset805_Liver (LPS), Dataset806_Spleen (RAS)" in \
         capsys.readouterr().out

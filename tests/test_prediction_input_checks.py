@@ -5,15 +5,19 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunetv2_universal.inference.input_checks import PredictionInputError, check_input_folder
+from nnunetv2_universal.inference.input_checks import PredictionInputError, check_input_folder, hu_channels
 from nnunetv2_universal.inference.predict_cli import _parser, prediction_workers
 from nnunetv2_universal.registry import TaskSpec
 
 CT = TaskSpec("liver", "Dataset001_Liver", {"0": "CT"}, {"background": 0, "liver": 1})
+PET_CT = TaskSpec("lesion", "Dataset002_PETCT", {"0": "CT", "1": "PET"}, {"background": 0, "lesion": 1})
 
 
-def _volume(path, frames: int = 1) -> None:
+def _volume(path, frames: int = 1, spacing=(1.0, 1.0, 1.0), direction=None) -> None:
     image = sitk.GetImageFromArray(np.zeros((4, 5, 6), np.int16))
+    image.SetSpacing(spacing)
+    if direction is not None:
+        image.SetDirection(direction)
     sitk.WriteImage(sitk.JoinSeries([image] * frames) if frames > 1 else image, str(path))
 
 
@@ -39,6 +43,54 @@ def test_a_4d_file_stops_before_the_model_with_its_volume_count(tmp_path, spec):
     _volume(tmp_path / "series_0000.nii.gz", frames=2)
     with pytest.raises(PredictionInputError, match=r"case series: .*series_0000\.nii\.gz holds 2 volumes \(4D"):
         check_input_folder(str(tmp_path), ".nii.gz", spec)
+
+
+def test_an_rgb_image_is_refused_not_read_as_channels(tmp_path):
+    """nnU-Net's reader would take the colour axis for channels, in the wrong place (TotalSegmentator's spine report
+    image is such a file)."""
+    rgb = sitk.GetImageFromArray(np.zeros((1, 5, 6, 3), np.uint8), isVector=True)
+    sitk.WriteImage(rgb, str(tmp_path / "report_0000.nii.gz"))
+    with pytest.raises(PredictionInputError, match=r"case report: .*report_0000\.nii\.gz has 3 values per voxel "
+                                                   r"\(an RGB or vector image\)"):
+        check_input_folder(str(tmp_path), ".nii.gz", CT)
+
+
+@pytest.mark.parametrize("spacing, direction, what", [
+    ((1.0, 1.0, 2.0), None, r"spacing \(1\.0, 1\.0, 2\.0\), .*pet_0000\.nii\.gz \(1\.0, 1\.0, 1\.0\)"),
+    ((1.0, 1.0, 1.0), (-1, 0, 0, 0, -1, 0, 0, 0, 1), r"direction \(-1\.0, 0\.0, .*\), .*pet_0000\.nii\.gz "
+                                                     r"\(1\.0, 0\.0, .*\)"),
+], ids=["spacing", "direction"])
+def test_channels_of_a_case_on_different_grids_are_refused(tmp_path, spacing, direction, what):
+    """nnU-Net stacks a case's channels voxel by voxel; it refuses another size, but only warns about another
+    direction, and a flipped PET would be read onto the CT mirrored."""
+    _volume(tmp_path / "pet_0000.nii.gz")
+    _volume(tmp_path / "pet_0001.nii.gz", spacing=spacing, direction=direction)
+    with pytest.raises(PredictionInputError, match=r"case pet: .*pet_0001\.nii\.gz has " + what
+                       + r"; the channels of a case must share one voxel grid"):
+        check_input_folder(str(tmp_path), ".nii.gz", PET_CT)
+    _volume(tmp_path / "pet_0001.nii.gz")
+    assert len(check_input_folder(str(tmp_path), ".nii.gz", PET_CT)[0]) == 2
+
+
+def test_a_channel_read_as_ct_without_air_gets_a_note_not_an_error(tmp_path, capsys):
+    """An MR (TotalSegmentator's example_mr_sm: lowest -47) or a CT without its rescale intercept given to a CT task
+    is segmented as garbage; it may also be a tight crop, so the command says so and goes on."""
+    _volume(tmp_path / "pet_0000.nii.gz")  # all 0: no air
+    _volume(tmp_path / "pet_0001.nii.gz")
+    assert len(check_input_folder(str(tmp_path), ".nii.gz", PET_CT)) == 1
+    err = capsys.readouterr().err
+    assert "case pet: " in err and "pet_0000.nii.gz is read as CT, but no voxel is below -500 HU (lowest 0" in err
+    assert "pet_0001" not in err  # the PET channel is not read as CT
+    image = sitk.GetImageFromArray(np.full((4, 5, 6), -1000, np.int16))
+    sitk.WriteImage(image, str(tmp_path / "pet_0000.nii.gz"))
+    check_input_folder(str(tmp_path), ".nii.gz", None, [CT, PET_CT])  # --all-tasks: the tasks it runs
+    assert capsys.readouterr().err == ""
+
+
+def test_hu_channels_are_those_every_task_of_the_channel_count_reads_as_ct():
+    mr = TaskSpec("brain", "Dataset003_Brain", {"0": "MR"}, {"background": 0, "tumour": 1})
+    assert hu_channels([CT, PET_CT], 2) == {0} and hu_channels([CT, PET_CT], 1) == {0}
+    assert hu_channels([CT, mr], 1) == set() and hu_channels([CT], 3) == set()
 
 
 @pytest.mark.parametrize("npp, nps, device, cases, expected", [

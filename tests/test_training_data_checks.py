@@ -9,6 +9,7 @@ import subprocess
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from conftest import BIN, clean_env
 from fake_sources import write_image
@@ -89,6 +90,37 @@ def test_other_layout_mistakes_are_named(tmp_path, mistake, message):
         _set_voxel(os.path.join(folder, "labelsTr", "case0.nii.gz"), 0.5, np.float32)
     with pytest.raises(TrainingDataError, match=message):
         check_training_data(folder)
+
+
+@pytest.mark.parametrize("label_geometry, message", [
+    ({"direction": (1, 0, 0, 0, -1, 0, 0, 0, 1)}, r"case0_0000\.nii\.gz has direction \(1\.0, 0\.0, 0\.0, 0\.0, 1\.0, .*"
+                                                r"\), its label .*labelsTr/case0\.nii\.gz \(1\.0, 0\.0, 0\.0, 0\.0, -1\.0"),
+    ({"origin": (0.0, 0.0, 3.0)}, r"case0_0000\.nii\.gz has origin \(0\.0, 0\.0, 0\.0\), its label .* \(0\.0, 0\.0, 3\.0\)"),
+    ({"spacing": (1.0, 1.0, 2.0)}, r"has spacing \(1\.0, 1\.0, 1\.0\), its label .* \(1\.0, 1\.0, 2\.0\)"),
+], ids=["direction", "origin", "spacing"])
+def test_a_label_on_another_grid_than_its_image_is_named(tmp_path, label_geometry, message):
+    """nnU-Net pairs image and label voxel by voxel and only warns (with --verify_dataset_integrity) about another
+    direction or origin: a label stored y-flipped (as TotalSegmentator's DICOM example is) would train flipped."""
+    folder = _dataset(str(tmp_path / "Dataset801_Liver"))
+    label = np.zeros((4, 8, 8), np.uint8)
+    write_image(os.path.join(folder, "labelsTr", "case0.nii.gz"), label, **{"spacing": (1.0, 1.0, 1.0),
+                                                                            **label_geometry})
+    with pytest.raises(TrainingDataError, match=r"Dataset801_Liver: case case0: .*" + message
+                       + r".*; image and label must share one voxel grid"):
+        check_training_data(folder, read_values=False)
+    write_image(os.path.join(folder, "labelsTr", "case0.nii.gz"), label, (1.0, 1.0, 1.0), (0.0, 0.0, 1e-4))
+    assert check_training_data(folder) == 3  # header rounding is not a different grid
+
+
+def test_an_rgb_or_4d_training_image_is_named(tmp_path):
+    folder = _dataset(str(tmp_path / "Dataset801_Liver"))
+    path = os.path.join(folder, "imagesTr", "case1_0000.nii.gz")
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 8, 8, 3), np.uint8), isVector=True), path)
+    with pytest.raises(TrainingDataError, match=r"case case1: .*case1_0000\.nii\.gz has 3 values per voxel"):
+        check_training_data(folder, read_values=False)
+    write_image(path, np.zeros((2, 4, 8, 8), np.int16), (1.0, 1.0, 1.0))
+    with pytest.raises(TrainingDataError, match=r"case case1: .*case1_0000\.nii\.gz holds 2 volumes \(4D"):
+        check_training_data(folder, read_values=False)
 
 
 def test_label_values_counts_small_integer_ranges_and_falls_back_to_unique():

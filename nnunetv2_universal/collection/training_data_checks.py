@@ -3,7 +3,8 @@ that names the dataset, the case, the file and the value instead of a crash in e
 
 - every label file has its image files (`CASE_0000<ending>` ... one per channel of dataset.json) and every image
   case a label; file names follow nnU-Net's `CASE_XXXX<ending>`; numTraining agrees with the files;
-- channels and label have the same size; directions are orthonormal (headers only);
+- every file holds one scalar volume (no 4D series, no RGB); channels and label share one voxel grid (size, spacing,
+  origin, direction: nnU-Net pairs them voxel by voxel and at most warns); directions are orthonormal (headers only);
 - with `read_values`: no NaN/inf voxel in images stored as float (ITK would read them as 0), and every label value
   is one that dataset.json declares.
 """
@@ -19,7 +20,8 @@ from batchgenerators.utilities.file_and_folder_operations import join, load_json
 from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
 from nnunetv2_universal.case_files import channel_gap, channels_per_case
-from nnunetv2_universal.image_checks import NON_FINITE_ADVICE, count_non_finite, direction_problem, read_header
+from nnunetv2_universal.image_checks import (NON_FINITE_ADVICE, count_non_finite, direction_problem, grid_differences,
+                                            read_header, volume_problem)
 
 
 class TrainingDataError(ValueError):
@@ -78,19 +80,22 @@ def training_files(raw_folder: str, dataset_json: dict, where: str) -> Dict[str,
 
 
 def check_case(where: str, case: str, entry: dict, allowed: Set[int], read_values: bool) -> None:
-    """One case: files readable, sizes agree, directions orthonormal; with read_values NaN/inf and label values."""
+    """One case: files readable, one volume each, on the label's grid, orthonormal directions; with read_values
+    NaN/inf and label values."""
     headers = {}
     for path in list(entry["images"]) + [entry["label"]]:
         reader = read_header(path, case, TrainingDataError)
-        problem = direction_problem(reader.GetDirection(), reader.GetDimension())
+        problem = volume_problem(reader) or direction_problem(reader.GetDirection(), reader.GetDimension())
         if problem:
             raise TrainingDataError(f"{where}: case {case}: {path} {problem}")
         headers[path] = reader
-    label_size = headers[entry["label"]].GetSize()
     for path in entry["images"]:
-        if headers[path].GetSize() != label_size:
-            raise TrainingDataError(f"{where}: case {case}: {path} has size {headers[path].GetSize()}, its label "
-                                    f"{entry['label']} {label_size}; image and label must share one voxel grid")
+        differences = grid_differences(headers[path], headers[entry["label"]])
+        if differences:
+            what, image_value, label_value = differences[0]
+            raise TrainingDataError(f"{where}: case {case}: {path} has {what} {image_value}, its label "
+                                    f"{entry['label']} {label_value}; image and label must share one voxel grid "
+                                    f"(resample the label onto the image in world coordinates, nearest neighbour)")
     if not read_values:
         return
     for path in entry["images"]:

@@ -1,18 +1,22 @@
 """Checks a prediction request against the model's registry and its input files before anything is predicted or
 written: unknown task, label or modality names, a case with the wrong number of channel files, and images that are
-unreadable, 4D, have a non-orthonormal direction or NaN/inf voxels (a folder whose images all have another ending
-than the model's says so). Every problem is a PredictionInputError naming the case and the file; an output folder is
-never left with some cases predicted and others refused."""
+unreadable, 4D or RGB, have a non-orthonormal direction or NaN/inf voxels, and channel files of one case on
+different voxel grids (a folder whose images all have another ending than the model's says so). Every problem is a
+PredictionInputError naming the case and the file; an output folder is never left with some cases predicted and
+others refused. A channel read as CT without any air-like voxel (an MR, or HU without the rescale intercept) gets a
+note on stderr: it may be a tight crop, so it is not refused."""
 from __future__ import annotations
 
 import os
 import sys
-from typing import List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence, Set
+
+import SimpleITK as sitk
 
 from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
 
 from nnunetv2_universal.case_files import channel_gap, channels_per_case
-from nnunetv2_universal.image_checks import read_checked
+from nnunetv2_universal.image_checks import grid_differences, read_checked, volume_problem
 from nnunetv2_universal.registry import TaskRegistry, TaskSpec, UnknownTaskError
 
 
@@ -41,9 +45,32 @@ def check_request(registry: TaskRegistry, task: Optional[str], labels: Optional[
     return spec
 
 
-def check_input_folder(folder: str, file_ending: str, spec: Optional[TaskSpec]) -> List[List[str]]:
+CT_SCHEMES = ("ct_window", "ct_clip_zscore", "ct")  # normalisations that read Hounsfield units
+AIR_HU = -500.0  # any CT that shows air or lung has voxels below this; an MR or a CT without intercept does not
+
+
+def hu_channels(tasks: Iterable[TaskSpec], num_channels: int) -> Set[int]:
+    """Channels that every task taking `num_channels` inputs reads as CT in Hounsfield units."""
+    per_task = [{c for c, scheme in enumerate(t.normalization) if scheme in CT_SCHEMES}
+                for t in tasks if t.num_channels == num_channels]
+    return set.intersection(*per_task) if per_task else set()
+
+
+def not_hu_note(case: str, path: str, image: sitk.Image) -> Optional[str]:
+    lowest = float(sitk.GetArrayViewFromImage(image).min())
+    if lowest >= AIR_HU:
+        return (f"Note: case {case}: {path} is read as CT, but no voxel is below {AIR_HU:g} HU (lowest {lowest:g}; "
+                f"air is about -1000): check that it is a CT in Hounsfield units (rescale slope and intercept "
+                f"applied), not an MR or a crop without air")
+    return None
+
+
+def check_input_folder(folder: str, file_ending: str, spec: Optional[TaskSpec],
+                       tasks: Optional[Sequence[TaskSpec]] = None) -> List[List[str]]:
     """nnU-Net's case lists of `folder` (CASE_XXXX<ending>), every file read and checked; with a task, every case
-    must have exactly the task's channels."""
+    must have exactly the task's channels. `tasks`: what will run on the cases (default: `spec`), for the note on
+    channels read as CT."""
+    tasks = list(tasks) if tasks is not None else [spec] if spec is not None else []
     if not os.path.isdir(folder):
         raise PredictionInputError(f"input folder {folder} does not exist")
     for case, channels in channels_per_case(folder, file_ending, PredictionInputError, folder.rstrip(os.sep)).items():
@@ -70,13 +97,24 @@ def check_input_folder(folder: str, file_ending: str, spec: Optional[TaskSpec]) 
             raise PredictionInputError(
                 f"case {case}: {len(files)} channel file(s) ({names}) but task {spec.name} takes "
                 f"{spec.num_channels} ({', '.join(spec.modalities)}: {case}_0000{file_ending} ...)")
-        for f in files:
+        first, as_ct = None, hu_channels(tasks, len(files))
+        for channel, f in enumerate(files):
             image = read_checked(f, case, PredictionInputError)
-            if image.GetDimension() == 4 and image.GetSize()[3] > 1:  # a time series, or channels in one file
+            problem = volume_problem(image)
+            if problem:
                 raise PredictionInputError(
-                    f"case {case}: {f} holds {image.GetSize()[3]} volumes (4D, size {list(image.GetSize())}); "
-                    f"the model reads one 3D volume per file: store each channel as its own file "
-                    f"({case}_0000{file_ending}, {case}_0001{file_ending} ...) or pick the volume to segment")
+                    f"case {case}: {f} {problem}; the model reads one 3D volume per file: store each channel as its "
+                    f"own file ({case}_0000{file_ending}, {case}_0001{file_ending} ...) or pick the volume to segment")
+            if first is None:
+                first = image
+            elif grid_differences(image, first):
+                what, value, first_value = grid_differences(image, first)[0]
+                raise PredictionInputError(
+                    f"case {case}: {f} has {what} {value}, {files[0]} {first_value}; the channels of a case must "
+                    f"share one voxel grid (nnU-Net stacks them voxel by voxel): resample them onto one grid first")
+            note = not_hu_note(case, f, image) if channel in as_ct else None
+            if note:
+                print(note, file=sys.stderr)
     return cases
 
 

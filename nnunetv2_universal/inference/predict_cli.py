@@ -178,7 +178,8 @@ def main(argv=None):
     registry = TaskRegistry.from_dataset_json(dataset_json)
     spec = check_request(registry, args.task, args.labels, args.modality, list(args.tasks or []) +
                          list(args.priority or []))
-    cases = check_input_folder(args.i, dataset_json["file_ending"], spec)
+    cases = check_input_folder(args.i, dataset_json["file_ending"], spec,
+                               [spec] if spec else [registry.task(t) for t in args.tasks or registry.names])
     if args.all_tasks:
         check_channel_counts(cases, dataset_json["file_ending"], registry)
         if not args.overwrite:
