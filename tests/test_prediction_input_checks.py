@@ -27,6 +27,17 @@ def test_a_folder_of_images_with_another_ending_names_them_and_the_models_ending
         check_input_folder(str(tmp_path), ".nii.gz", CT)
 
 
+def test_a_folder_holding_a_dicom_series_says_so(tmp_path):
+    """A DICOM series (files named by their UIDs, no ending: TotalSegmentator's example_ct_dicom) is not an input
+    nnU-Net reads; the command names it instead of only finding no cases."""
+    for uid in ("1.3.12.2.16573", "1.3.12.2.16574"):
+        (tmp_path / f"CT.{uid}").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
+    (tmp_path / "README").write_text("not DICOM, and longer than one hundred and thirty-two bytes " * 4)
+    with pytest.raises(PredictionInputError, match=r"no input cases .*; it holds 2 DICOM file\(s\) \(CT\.1\.3\.12\.2"
+                                                   r"\.16573 \.\.\.\): write each series as one volume first"):
+        check_input_folder(str(tmp_path), ".nii.gz", CT)
+
+
 def test_images_with_another_ending_beside_cases_are_named_and_left_out(tmp_path, capsys):
     _volume(tmp_path / "a_0000.nii.gz")
     _volume(tmp_path / "b_0000.nrrd")

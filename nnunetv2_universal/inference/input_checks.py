@@ -84,8 +84,11 @@ def check_input_folder(folder: str, file_ending: str, spec: Optional[TaskSpec],
     elsewhere = images_with_other_endings(folder, file_ending)
     named = ", ".join(elsewhere[:3]) + (" ..." if len(elsewhere) > 3 else "")
     if not cases:
+        dicom = dicom_files(folder)
         found = f"; it holds {named}, but this model reads {file_ending} files (its training data's ending): " \
                 f"convert them" if elsewhere else ""
+        found = found or (f"; it holds {len(dicom)} DICOM file(s) ({dicom[0]} ...): write each series as one volume "
+                          f"first, e.g. with SimpleITK's ImageSeriesReader to CASE_0000{file_ending}" if dicom else "")
         raise PredictionInputError(f"no input cases (CASE_0000{file_ending} ...) in {folder}{found}")
     if elsewhere:
         print(f"Note: {len(elsewhere)} file(s) in {folder} do not end in {file_ending} and are not predicted: {named}",
@@ -126,6 +129,19 @@ def images_with_other_endings(folder: str, file_ending: str) -> List[str]:
     `file_ending`."""
     return sorted(n for n in os.listdir(folder)
                   if n.lower().endswith(IMAGE_ENDINGS) and not n.endswith(file_ending))
+
+
+def dicom_files(folder: str) -> List[str]:
+    """Files in `folder` that carry DICOM's preamble marker ('DICM' at byte 128), whatever their names (series are
+    often stored without an ending)."""
+    found = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                if f.read(132)[128:] == b"DICM":
+                    found.append(name)
+    return found
 
 
 def check_channel_counts(cases: List[List[str]], file_ending: str, registry: TaskRegistry) -> None:
