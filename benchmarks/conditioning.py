@@ -72,9 +72,13 @@ class Data:
         if self.key == "real":
             if not source:
                 raise SystemExit("--data real needs --source (TotalSegmentator's tests/reference_files folder)")
-            subprocess.run([os.path.join(BIN, "nnUNetv2_universal_convert_totalseg_examples"), "-i", source, "-d",
-                            str(self.first_id), "--num_train", str(num_train)], env=dict(os.environ, nnUNet_raw=raw),
-                           check=True, stdout=subprocess.DEVNULL)
+            # TotalSegmentator's test files (one training patient) or its dataset (meta.csv: many patients)
+            many = os.path.isfile(os.path.join(source, "meta.csv"))
+            command = ["nnUNetv2_universal_convert_totalseg_dataset", "--num_test", str(num_test)] if many else \
+                ["nnUNetv2_universal_convert_totalseg_examples"]
+            subprocess.run([os.path.join(BIN, command[0]), *command[1:], "-i", source, "-d", str(self.first_id),
+                            "--num_train", str(num_train)], env=dict(os.environ, nnUNet_raw=raw), check=True,
+                           stdout=subprocess.DEVNULL)
         else:
             from nnunetv2_universal.demo.synthetic import make_synthetic_datasets
             make_synthetic_datasets(raw, self.first_id, num_train=num_train, num_test=num_test, seed=0)
@@ -334,7 +338,9 @@ def markdown(summary: dict) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", choices=sorted(DATA), default="synthetic")
-    parser.add_argument("--source", default=None, help="--data real: TotalSegmentator's tests/reference_files")
+    parser.add_argument("--source", default=None, help="--data real: TotalSegmentator's tests/reference_files, or the "
+                        "unzipped TotalSegmentator dataset (meta.csv; --num_train subjects per task, --num_test held "
+                        "out from each of its val and test splits)")
     parser.add_argument("--single_task", action="store_true", help="also train each trainer on every task alone "
                         "(as many iterations as the multi-task run)")
     parser.add_argument("--single_task_budget", choices=("total", "share"), default="total",

@@ -8,7 +8,9 @@ Data (written by `nnUNetv2_universal_convert_totalseg_examples`, scored as `nnun
 tasks on crops of one real patient, one labelling the liver, the other
 the spleen, every image showing both; held out: another crop of that patient (a) and a second patient read from a
 DICOM series and stored in another orientation (b). The source is TotalSegmentator's test folder (Apache-2.0;
-`git clone --depth 1 https://github.com/wasserth/TotalSegmentator`); nothing is downloaded. Everything else (demo
+`git clone --depth 1 https://github.com/wasserth/TotalSegmentator`); nothing is downloaded. With `--source` the unzipped
+TotalSegmentator dataset (its meta.csv; `nnUNetv2_universal_convert_totalseg_dataset`), the tasks train on many
+patients, other ones for each task, and a / b are held-out subjects of its val / test splits. Everything else (demo
 schedule, cpu_demo plans, per-epoch cross-activation, final --task / --all-tasks scoring in the input's own
 geometry, `--single_task`: each task alone at equal total iterations) is benchmarks/conditioning.py's.
 """

@@ -103,7 +103,7 @@ def crop_variant(ct: sitk.Image, structures: sitk.Image, rng: np.random.Generato
     return out, struct_crop
 
 
-def _task_label(task: str, structures: sitk.Image) -> sitk.Image:
+def task_label(task: str, structures: sitk.Image) -> sitk.Image:
     label = sitk.GetImageFromArray((sitk.GetArrayFromImage(structures) == STRUCTURES[TASKS[task]]).astype(np.uint8))
     label.CopyInformation(structures)
     return label
@@ -124,13 +124,13 @@ def convert_totalseg_examples(source: str, first_id: int = 511, num_train: int =
                 prefix = task.lower()
                 for i in range(num_train):
                     ct, structures = crop_variant(*patients["a"], rng)
-                    write_case(folder, f"{prefix}_{i:03d}", [ct], _task_label(task, structures))
+                    write_case(folder, f"{prefix}_{i:03d}", [ct], task_label(task, structures))
                 for sub in ("labelsTs", "structuresTs"):
                     os.makedirs(join(folder, sub))
                 held_out = {"a_000": crop_variant(*patients["a"], rng), "b_000": patients["b"]}
                 for case, (ct, structures) in held_out.items():
                     write_case(folder, f"{prefix}_{case}", [ct], None, split="Ts")
-                    sitk.WriteImage(_task_label(task, structures), join(folder, "labelsTs", f"{prefix}_{case}"
+                    sitk.WriteImage(task_label(task, structures), join(folder, "labelsTs", f"{prefix}_{case}"
                                                                         f"{FILE_ENDING}"), True)
                     sitk.WriteImage(structures, join(folder, "structuresTs", f"{prefix}_{case}{FILE_ENDING}"), True)
                 labels = {"background": 0, TASKS[task]: 1}

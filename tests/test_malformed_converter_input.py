@@ -25,7 +25,7 @@ from test_convert_msd import MODULES as MSD_MODULES, make_task
 from test_convert_prostate import make_prostate
 from test_convert_verse20 import make_verse
 from test_convert_vs import make_vs
-from test_real_ct import make_totalseg_examples
+from test_real_ct import make_totalseg_dataset, make_totalseg_examples
 
 VOLUME_DAMAGE = ("unreadable", "nan", "non_orthonormal", "channels")
 
@@ -57,6 +57,8 @@ CONVERTERS = [
     ("structseg", "structseg", make_structseg, "Naso_GTV/2/data.nii.gz", VOLUME_DAMAGE),
     ("totalseg_examples", "totalseg_examples", lambda r: make_totalseg_examples(r)[0],
      "TotalSegmentator/tests/reference_files/example_ct_sm.nii.gz", VOLUME_DAMAGE),
+    ("totalseg_dataset", "totalseg_dataset", make_totalseg_dataset, "Totalsegmentator_dataset_v201/s0000/ct.nii.gz",
+     VOLUME_DAMAGE),
     ("brain_structure", "brain_structure", make_brain_structure, "train/image/dlbs_002_img.nii", VOLUME_DAMAGE),
     ("mnms", "mnms", make_mnms, "OpenDataset/Training/Labeled/D4E5F6/D4E5F6_sa.nii.gz", VOLUME_DAMAGE),
     ("chaos", "chaos", lambda r: make_chaos(r)[0],

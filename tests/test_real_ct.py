@@ -1,19 +1,21 @@
-"""The real-CT benchmark's converter (`nnUNetv2_universal_convert_totalseg_examples`) on a fake TotalSegmentator
-tests/reference_files folder that mirrors the real one: file names, orientations (NIfTI x/y flipped, the DICOM
-series identity, its segmentation y flipped), TotalSegmentator's class ids (spleen 1, kidneys 2/3, liver 5,
-stomach 6)."""
+"""The real-CT benchmark's converters on fake TotalSegmentator sources that mirror the real ones:
+`nnUNetv2_universal_convert_totalseg_examples` on the tests/reference_files folder (file names, orientations: NIfTI
+x/y flipped, the DICOM series identity, its segmentation y flipped; TotalSegmentator's class ids spleen 1, kidneys
+2/3, liver 5, stomach 6), `nnUNetv2_universal_convert_totalseg_dataset` on the dataset (meta.csv with its BOM and
+columns, sXXXX/ct.nii.gz, one binary mask per structure in segmentations/, RAS at 1.5 mm as nibabel writes it)."""
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
 from fake_sources import set_raw
-from nnunetv2_universal.dataset_conversion import totalseg_examples
+from nnunetv2_universal.dataset_conversion import totalseg_dataset, totalseg_examples
 from nnunetv2_universal.dataset_conversion.toolkit import ConversionError
 from nnunetv2_universal.dataset_conversion.totalseg_examples import SOURCE_FILES, STRUCTURES
 from nnunetv2_universal.demo.real_ct import REAL_TASKS, patient_of
@@ -133,3 +135,73 @@ def test_a_missing_source_file_is_named_and_nothing_is_written(source, tmp_path,
     with pytest.raises(ConversionError, match="lacks example_seg_dicom.nii.gz"):
         totalseg_examples.convert_totalseg_examples(folder)
     assert os.listdir(raw) == []
+
+
+META_COLUMNS = "image_id;age;gender;institute;study_type;split;manufacturer;scanner_model;kvp;pathology;pathology_location"
+# subject -> (split, shows the liver, shows the spleen): s0003 is a head scan, s0009 a thorax without the spleen
+SUBJECTS = {"s0000": ("train", True, True), "s0001": ("train", True, True), "s0002": ("train", True, True),
+            "s0003": ("train", False, False), "s0004": ("train", True, True), "s0005": ("val", True, True),
+            "s0006": ("val", True, True), "s0007": ("test", True, True), "s0009": ("test", True, False)}
+
+
+def make_totalseg_dataset(root) -> str:
+    """A fake unzipped TotalSegmentator dataset under root; returns its folder."""
+    rng = np.random.default_rng(1)
+    folder = Path(root) / "Totalsegmentator_dataset_v201"
+    folder.mkdir(parents=True)
+    rows = [META_COLUMNS] + [f"{s};61;m;A;ct abdomen-pelvis;{split};Siemens;SOMATOM;120;no pathology;"
+                             for s, (split, _, _) in SUBJECTS.items()]
+    (folder / "meta.csv").write_text("\n".join(rows) + "\n", encoding="utf-8-sig")
+    affine = np.diag([-1.5, -1.5, 1.5, 1.0])  # nibabel's RAS+ voxel axes, 1.5 mm
+    for subject, (_, liver, spleen) in SUBJECTS.items():
+        ct, seg = _patient((6, 20, 24), rng)
+        (folder / subject / "segmentations").mkdir(parents=True)
+        nib.save(nib.Nifti1Image(ct.astype(np.int16).T, affine), str(folder / subject / "ct.nii.gz"))
+        for name, value, shown in (("liver", 5, liver), ("spleen", 1, spleen), ("kidney_left", 2, True)):
+            mask = (seg == value) & shown
+            nib.save(nib.Nifti1Image(mask.astype(np.uint8).T, affine),
+                     str(folder / subject / "segmentations" / f"{name}.nii.gz"))
+    return str(folder)
+
+
+def test_the_dataset_gives_each_task_other_patients_and_holds_out_val_and_test_subjects(tmp_path, monkeypatch):
+    source = make_totalseg_dataset(tmp_path)
+    raw = set_raw(monkeypatch, tmp_path)
+    totalseg_dataset.main(["-i", source, "--num_train", "2", "--num_test", "1"])
+    names = ["Dataset511_RealLiverCT", "Dataset512_RealSpleenCT"]
+    assert sorted(os.listdir(raw)) == names
+    trained = {}
+    for name, task in zip(names, REAL_TASKS):
+        root = Path(raw) / name
+        prefix = task.name.lower()
+        trained[task.name] = {f[len(prefix) + 1:-len("_0000.nii.gz")] for f in os.listdir(root / "imagesTr")}
+        own = STRUCTURES[next(iter(task.labelled.values()))]
+        for subject in trained[task.name]:
+            label = nib.load(str(root / "labelsTr" / f"{prefix}_{subject}.nii.gz"))
+            expected = nib.load(os.path.join(source, subject, "segmentations",
+                                             f"{next(iter(task.labelled.values()))}.nii.gz"))
+            np.testing.assert_array_equal(np.asarray(label.dataobj), np.asarray(expected.dataobj))  # the one organ
+            assert np.allclose(label.affine, expected.affine)
+        held_out = sorted(os.listdir(root / "structuresTs"))
+        assert [c[len(prefix) + 1:-len(".nii.gz")] for c in held_out] in (["a_s0005", "b_s0007"],
+                                                                          ["a_s0006", "b_s0007"])
+        structures = np.asarray(nib.load(str(root / "structuresTs" / held_out[1])).dataobj)
+        assert set(np.unique(structures)) == {0, STRUCTURES["liver"], STRUCTURES["spleen"]}
+        labels = np.asarray(nib.load(str(root / "labelsTs" / held_out[1])).dataobj)
+        np.testing.assert_array_equal(labels, (structures == own).astype(np.uint8))
+        assert json.load(open(root / "dataset.json"))["universal_task"]["spacing"] == [3.0, 6.0, 6.0]
+    # two train subjects per task, different patients for the two tasks, never the head scan
+    assert len(trained["RealLiverCT"]) == len(trained["RealSpleenCT"]) == 2
+    assert not trained["RealLiverCT"] & trained["RealSpleenCT"] and "s0003" not in set.union(*trained.values())
+    assert patient_of("realspleenct_b_s0007") == "b" and patient_of("realspleenct_a_s0005") == "a"
+
+
+def test_too_few_subjects_showing_both_organs_are_named_and_nothing_is_written(tmp_path, monkeypatch):
+    source = make_totalseg_dataset(tmp_path)
+    raw = set_raw(monkeypatch, tmp_path)
+    with pytest.raises(ConversionError, match=r"meta.csv split 'test': only 1 of 2 subjects show both liver and "
+                                              r"spleen, 2 needed"):
+        totalseg_dataset.convert_totalseg_dataset(source, num_train=2, num_test=2)
+    with pytest.raises(ConversionError, match=r"has no meta.csv: pass the unzipped TotalSegmentator dataset"):
+        totalseg_dataset.convert_totalseg_dataset(str(tmp_path))
+    assert not os.path.isdir(raw) or os.listdir(raw) == []
