@@ -84,11 +84,14 @@ def check_input_folder(folder: str, file_ending: str, spec: Optional[TaskSpec],
     elsewhere = images_with_other_endings(folder, file_ending)
     named = ", ".join(elsewhere[:3]) + (" ..." if len(elsewhere) > 3 else "")
     if not cases:
-        dicom = dicom_files(folder)
-        found = f"; it holds {named}, but this model reads {file_ending} files (its training data's ending): " \
-                f"convert them" if elsewhere else ""
-        found = found or (f"; it holds {len(dicom)} DICOM file(s) ({dicom[0]} ...): write each series as one volume "
-                          f"first, e.g. with SimpleITK's ImageSeriesReader to CASE_0000{file_ending}" if dicom else "")
+        dicom = [] if elsewhere else dicom_files(folder)
+        found = ""
+        if elsewhere:
+            found = f"; it holds {named}, but this model reads {file_ending} files (its training data's ending): " \
+                    f"convert them"
+        elif dicom:
+            found = f"; it holds {len(dicom)} DICOM file(s) ({dicom[0]} ...): write each series as one volume " \
+                    f"first, e.g. with SimpleITK's ImageSeriesReader to CASE_0000{file_ending}"
         raise PredictionInputError(f"no input cases (CASE_0000{file_ending} ...) in {folder}{found}")
     if elsewhere:
         print(f"Note: {len(elsewhere)} file(s) in {folder} do not end in {file_ending} and are not predicted: {named}",
@@ -108,10 +111,10 @@ def check_input_folder(folder: str, file_ending: str, spec: Optional[TaskSpec],
                 raise PredictionInputError(
                     f"case {case}: {f} {problem}; the model reads one 3D volume per file: store each channel as its "
                     f"own file ({case}_0000{file_ending}, {case}_0001{file_ending} ...) or pick the volume to segment")
-            if first is None:
-                first = image
-            elif grid_differences(image, first):
-                what, value, first_value = grid_differences(image, first)[0]
+            first = image if first is None else first
+            differences = grid_differences(image, first)
+            if differences:
+                what, value, first_value = differences[0]
                 raise PredictionInputError(
                     f"case {case}: {f} has {what} {value}, {files[0]} {first_value}; the channels of a case must "
                     f"share one voxel grid (nnU-Net stacks them voxel by voxel): resample them onto one grid first")
