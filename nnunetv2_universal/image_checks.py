@@ -8,7 +8,9 @@ checks before planning and prediction.
 - A file that is not one scalar volume (a 4D series, an RGB or vector image): nnU-Net's reader takes the extra axis
   for channels, in the wrong place for vectors.
 - Files that nnU-Net stacks voxel by voxel (a case's channels, an image and its label) on different grids: nnU-Net
-  compares sizes and, at most, warns about the rest, so a label stored in another orientation trains flipped.
+  compares sizes and, at most, warns about the rest, so a label stored in another orientation trains flipped (the
+  plugin's reorienting reader would align it if it is right in world space, not if its header is wrong; the files
+  cannot tell which).
 """
 from __future__ import annotations
 
