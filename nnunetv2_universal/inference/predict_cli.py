@@ -179,7 +179,7 @@ def main(argv=None):
     spec = check_request(registry, args.task, args.labels, args.modality, list(args.tasks or []) +
                          list(args.priority or []))
     cases = check_input_folder(args.i, dataset_json["file_ending"], spec,
-                               [spec] if spec else [registry.task(t) for t in args.tasks or registry.names])
+                               [spec] if args.task else [registry.task(t) for t in args.tasks or registry.names])
     if args.all_tasks:
         check_channel_counts(cases, dataset_json["file_ending"], registry)
         if not args.overwrite:
