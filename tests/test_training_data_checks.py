@@ -51,6 +51,17 @@ def test_an_undeclared_label_value_names_the_case_the_file_and_the_value(tmp_pat
     assert check_training_data(folder, read_values=False) == 3  # headers only (build_collection) cannot see it
 
 
+def test_a_mask_stored_as_0_255_is_named_as_such(tmp_path):
+    folder = _dataset(str(tmp_path / "Dataset801_Liver"))
+    label = np.zeros((4, 8, 8), np.uint8)
+    label[1:3, 2:6, 2:6] = 255  # how image editors and many exports store a binary mask
+    write_image(os.path.join(folder, "labelsTr", "case1.nii.gz"), label, (1.0, 1.0, 1.0))
+    with pytest.raises(TrainingDataError, match=r"case case1: .* holds label value\(s\) \[255\] that dataset.json's "
+                                                r"labels do not declare \(\[0, 1\]\) \(a binary mask stored as 0/255: store "
+                                                r"it as 0/1\)"):
+        check_training_data(folder)
+
+
 def test_a_missing_first_channel_file_is_named(tmp_path):
     folder = _dataset(str(tmp_path / "Dataset801_Liver"))
     os.remove(os.path.join(folder, "imagesTr", "case2_0000.nii.gz"))

@@ -110,9 +110,10 @@ def check_case(where: str, case: str, entry: dict, allowed: Set[int], read_value
     values = label_values(label)
     unknown = [int(v) for v in values if int(v) not in allowed]
     if unknown:
+        hint = " (a binary mask stored as 0/255: store it as 0/1)" if unknown == [255] and 1 not in values else ""
         raise TrainingDataError(f"{where}: case {case}: {entry['label']} holds label value(s) {unknown} that "
-                                f"dataset.json's labels do not declare ({sorted(allowed)}); fix the label file or "
-                                f"add the class to dataset.json")
+                                f"dataset.json's labels do not declare ({sorted(allowed)}){hint}; fix the label file "
+                                f"or add the class to dataset.json")
 
 
 def check_training_data(raw_folder: str, read_values: bool = True) -> int:
