@@ -36,8 +36,9 @@ from nnunetv2_universal.dataset_conversion.totalseg_examples import (SPACING, ST
                                                                      task_label)
 
 META = "meta.csv"
-SPLITS = {"train": None, "a": "val", "b": "test"}  # our role -> meta.csv's split
-REFERENCE = "TotalSegmentator dataset, https://doi.org/10.5281/zenodo.6802613"
+HELD_OUT_SPLITS = {"a": "val", "b": "test"}  # the benchmark's held-out group -> meta.csv's split
+SOURCE = "TotalSegmentator dataset"
+REFERENCE = "https://doi.org/10.5281/zenodo.6802613"
 
 
 def read_splits(source: str) -> Dict[str, List[str]]:
@@ -109,9 +110,8 @@ def convert_totalseg_dataset(source: str, first_id: int = 511, num_train: int = 
         for folder in folders.values():
             for sub in ("labelsTs", "structuresTs"):
                 os.makedirs(join(folder, sub))
-        for role in ("a", "b"):
-            held_out = subjects_with_both(source, splits.get(SPLITS[role], []), num_test,
-                                          f"meta.csv split '{SPLITS[role]}'", rng)
+        for role, split in HELD_OUT_SPLITS.items():
+            held_out = subjects_with_both(source, splits.get(split, []), num_test, f"meta.csv split '{split}'", rng)
             for subject, ct, structures in held_out:
                 for task, folder in folders.items():
                     case = f"{task.lower()}_{role}_{subject}"
@@ -121,8 +121,8 @@ def convert_totalseg_dataset(source: str, first_id: int = 511, num_train: int = 
         for task, folder in folders.items():
             labels = {"background": 0, TASKS[task]: 1}
             finish_dataset(folder, task, CT_CHANNELS, labels, num_train,
-                           task_entry(task, CT_CHANNELS, labels, description(task), spacing=SPACING),
-                           description(task), reference=REFERENCE, license="CC BY 4.0 (TotalSegmentator dataset)")
+                           task_entry(task, CT_CHANNELS, labels, description(task, SOURCE), spacing=SPACING),
+                           description(task, SOURCE), reference=REFERENCE, license=f"CC BY 4.0 ({SOURCE})")
     return names
 
 

@@ -42,9 +42,9 @@ AIR_HU = -1024
 REFERENCE = "TotalSegmentator tests/reference_files, https://github.com/wasserth/TotalSegmentator"
 
 
-def description(task: str) -> str:
+def description(task: str, source: str = "TotalSegmentator test data") -> str:
     other = next(s for s in STRUCTURES if s != TASKS[task])
-    return f"real abdominal CT (TotalSegmentator test data); labels the {TASKS[task]}, the {other} is unlabelled"
+    return f"real abdominal CT ({source}); labels the {TASKS[task]}, the {other} is unlabelled"
 
 
 def _structures(segmentation: sitk.Image) -> sitk.Image:

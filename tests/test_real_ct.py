@@ -189,7 +189,9 @@ def test_the_dataset_gives_each_task_other_patients_and_holds_out_val_and_test_s
         assert set(np.unique(structures)) == {0, STRUCTURES["liver"], STRUCTURES["spleen"]}
         labels = np.asarray(nib.load(str(root / "labelsTs" / held_out[1])).dataobj)
         np.testing.assert_array_equal(labels, (structures == own).astype(np.uint8))
-        assert json.load(open(root / "dataset.json"))["universal_task"]["spacing"] == [3.0, 6.0, 6.0]
+        dataset_json = json.load(open(root / "dataset.json"))
+        assert dataset_json["universal_task"]["spacing"] == [3.0, 6.0, 6.0]
+        assert "(TotalSegmentator dataset)" in dataset_json["description"] and dataset_json["numTraining"] == 2
     # two train subjects per task, different patients for the two tasks, never the head scan
     assert len(trained["RealLiverCT"]) == len(trained["RealSpleenCT"]) == 2
     assert not trained["RealLiverCT"] & trained["RealSpleenCT"] and "s0003" not in set.union(*trained.values())
