@@ -137,7 +137,8 @@ def test_a_missing_source_file_is_named_and_nothing_is_written(source, tmp_path,
     assert os.listdir(raw) == []
 
 
-META_COLUMNS = "image_id;age;gender;institute;study_type;split;manufacturer;scanner_model;kvp;pathology;pathology_location"
+META_COLUMNS = ("image_id;age;gender;institute;study_type;split;manufacturer;scanner_model;kvp;pathology;"
+                "pathology_location")
 # subject -> (split, shows the liver, shows the spleen): s0003 is a head scan, s0009 a thorax without the spleen
 SUBJECTS = {"s0000": ("train", True, True), "s0001": ("train", True, True), "s0002": ("train", True, True),
             "s0003": ("train", False, False), "s0004": ("train", True, True), "s0005": ("val", True, True),

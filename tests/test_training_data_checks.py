@@ -57,8 +57,8 @@ def test_a_mask_stored_as_0_255_is_named_as_such(tmp_path):
     label[1:3, 2:6, 2:6] = 255  # how image editors and many exports store a binary mask
     write_image(os.path.join(folder, "labelsTr", "case1.nii.gz"), label, (1.0, 1.0, 1.0))
     with pytest.raises(TrainingDataError, match=r"case case1: .* holds label value\(s\) \[255\] that dataset.json's "
-                                                r"labels do not declare \(\[0, 1\]\) \(a binary mask stored as 0/255: store "
-                                                r"it as 0/1\)"):
+                                                r"labels do not declare \(\[0, 1\]\) \(a binary mask stored as "
+                                                r"0/255: store it as 0/1\)"):
         check_training_data(folder)
 
 
@@ -104,9 +104,11 @@ def test_other_layout_mistakes_are_named(tmp_path, mistake, message):
 
 
 @pytest.mark.parametrize("label_geometry, message", [
-    ({"direction": (1, 0, 0, 0, -1, 0, 0, 0, 1)}, r"case0_0000\.nii\.gz has direction \(1\.0, 0\.0, 0\.0, 0\.0, 1\.0, .*"
-                                                r"\), its label .*labelsTr/case0\.nii\.gz \(1\.0, 0\.0, 0\.0, 0\.0, -1\.0"),
-    ({"origin": (0.0, 0.0, 3.0)}, r"case0_0000\.nii\.gz has origin \(0\.0, 0\.0, 0\.0\), its label .* \(0\.0, 0\.0, 3\.0\)"),
+    ({"direction": (1, 0, 0, 0, -1, 0, 0, 0, 1)},
+     r"case0_0000\.nii\.gz has direction \(1\.0, 0\.0, 0\.0, 0\.0, 1\.0, .*\), its label .*labelsTr/case0\.nii\.gz "
+     r"\(1\.0, 0\.0, 0\.0, 0\.0, -1\.0"),
+    ({"origin": (0.0, 0.0, 3.0)},
+     r"case0_0000\.nii\.gz has origin \(0\.0, 0\.0, 0\.0\), its label .* \(0\.0, 0\.0, 3\.0\)"),
     ({"spacing": (1.0, 1.0, 2.0)}, r"has spacing \(1\.0, 1\.0, 1\.0\), its label .* \(1\.0, 1\.0, 2\.0\)"),
 ], ids=["direction", "origin", "spacing"])
 def test_a_label_on_another_grid_than_its_image_is_named(tmp_path, label_geometry, message):
